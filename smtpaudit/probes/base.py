@@ -1,0 +1,151 @@
+"""The probe contract: what every probe receives, returns, and may raise.
+
+A probe connects to one endpoint, observes, and returns facts (plain JSON values under dotted
+names declared in ``smtpaudit/facts/*.toml``) plus the transcript behind them. A probe never
+decides what is good or bad; that is the rules' job. A failed probe is data (``ProbeResult`` with
+``status="error"``), never an exception escaping to the scanner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping, Protocol
+
+from smtpaudit.targets import Endpoint
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Per-phase timeouts in seconds. ``endpoint`` is the overall deadline for all probes of one endpoint."""
+
+    connect: float = 10.0
+    greeting: float = 30.0
+    command: float = 20.0
+    tls: float = 15.0
+    endpoint: float = 180.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on what a server may send us: hostile input is normal input."""
+
+    max_line: int = 4096  # RFC 5321 says 512 octets per reply line; real servers exceed it a little
+    max_reply_lines: int = 200
+    max_session_bytes: int = 1_000_000
+
+
+@dataclass
+class ProbeContext:
+    """Everything a probe may use besides the endpoint. Shared by all probes of one endpoint."""
+
+    ehlo_name: str = "smtpaudit.example.net"
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    limits: Limits = field(default_factory=Limits)
+    intrusive: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+    # Bounds concurrent connections to one host; the scanner shares one per host.
+    host_slots: asyncio.Semaphore | None = None
+    # Secrets that must never appear in transcripts or reports.
+    secrets: tuple[str, ...] = ()
+
+
+@dataclass
+class TranscriptLine:
+    """One line of the conversation: ``C`` (we sent), ``S`` (server sent), ``*`` (event, e.g. TLS up)."""
+
+    t: float  # seconds since the probe connection started
+    direction: str
+    text: str
+    conn: int = 0  # connection number within the probe
+
+    def to_json(self) -> dict[str, Any]:
+        return {"t": round(self.t, 3), "dir": self.direction, "text": self.text, "conn": self.conn}
+
+
+class ProbeError(Exception):
+    """A probe could not finish. ``reason`` is a short machine token, ``message`` says why for humans."""
+
+    reason: str = "protocol"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+
+
+class ConnectFailed(ProbeError):
+    reason = "connect"
+
+
+class ConnectTimeout(ConnectFailed):
+    reason = "connect_timeout"
+
+
+class ReplyTimeout(ProbeError):
+    reason = "read_timeout"
+
+
+class ReplyTooLarge(ProbeError):
+    reason = "reply_too_large"
+
+
+class ConnectionClosed(ProbeError):
+    reason = "connection_closed"
+
+
+class SmtpProtocolError(ProbeError):
+    reason = "protocol"
+
+
+class TlsHandshakeFailed(ProbeError):
+    reason = "tls_handshake"
+
+
+class ServiceUnavailable(ProbeError):
+    """The server answered 421 (or 554 at greeting): it refuses to talk to us now."""
+
+    reason = "service_unavailable"
+
+
+@dataclass
+class ProbeResult:
+    """What one probe run produced. Facts are kept even when the probe failed part-way."""
+
+    probe: str
+    status: str = "ok"  # ok | error | skipped
+    facts: dict[str, Any] = field(default_factory=dict)
+    transcript: list[TranscriptLine] = field(default_factory=list)
+    error_reason: str | None = None
+    error_message: str | None = None
+    started: float = field(default_factory=time.time)
+    duration: float = 0.0
+    connections: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "probe": self.probe,
+            "status": self.status,
+            "error_reason": self.error_reason,
+            "error_message": self.error_message,
+            "duration": round(self.duration, 3),
+            "connections": self.connections,
+        }
+
+
+class Probe(Protocol):
+    """A probe family. ``name`` matches a ``smtpaudit/facts/<name>.toml`` catalog file.
+
+    ``run`` must return a ProbeResult (facts it managed to gather, plus error fields when it
+    failed) and must not raise for anything the server does. ``prior`` holds facts from probes
+    that ran earlier for the same endpoint (see ``after``), e.g. the TLS probe reads
+    ``smtp.starttls.offered``.
+    """
+
+    name: ClassVar[str]
+    intrusive: ClassVar[bool]
+    after: ClassVar[tuple[str, ...]]
+
+    async def run(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any]) -> ProbeResult: ...

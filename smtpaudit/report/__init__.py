@@ -1,0 +1,1 @@
+"""Reporters: render the canonical report model (JSON) as JSON, SARIF, HTML or text."""

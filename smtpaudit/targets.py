@@ -1,0 +1,246 @@
+"""Parsing scan targets into endpoints, before any connection is made.
+
+Accepted forms: ``host``, ``host:port``, ``[v6]:port``, ``smtp://host[:25]`` (STARTTLS),
+``submission://host[:587]`` (STARTTLS), ``smtps://host[:465]`` (implicit TLS). A port without a
+scheme gets the mode its number implies (465 -> implicit TLS, anything else -> STARTTLS when
+offered). The role (MX or submission) follows the port unless the user overrides it.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class TargetError(ValueError):
+    """A target string the user gave cannot be parsed; the message says what is expected."""
+
+
+class Mode(str, enum.Enum):
+    """How TLS is reached on an endpoint."""
+
+    STARTTLS = "starttls"
+    IMPLICIT = "implicit"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Role(str, enum.Enum):
+    """What the endpoint is for: receiving mail from the Internet, or accepting it from users."""
+
+    MX = "mx"
+    SUBMISSION = "submission"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+SCHEMES: dict[str, tuple[int, Mode, Role]] = {
+    "smtp": (25, Mode.STARTTLS, Role.MX),
+    "submission": (587, Mode.STARTTLS, Role.SUBMISSION),
+    "smtps": (465, Mode.IMPLICIT, Role.SUBMISSION),
+    "submissions": (465, Mode.IMPLICIT, Role.SUBMISSION),
+}
+
+# RFC 1123 host names; labels may carry underscores in the wild (lab names), so allow them.
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$")
+
+EXPECTED = (
+    "expected host, host:port, [IPv6]:port, smtp://host[:port], submission://host[:port] "
+    "or smtps://host[:port]"
+)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One host/port/mode to scan. ``spec`` is what the user wrote; ``origin`` where they wrote it."""
+
+    host: str
+    port: int
+    mode: Mode
+    role: Role
+    spec: str
+    origin_file: str | None = None
+    origin_line: int | None = None
+
+    @property
+    def is_ipv6(self) -> bool:
+        try:
+            return isinstance(ipaddress.ip_address(self.host), ipaddress.IPv6Address)
+        except ValueError:
+            return False
+
+    @property
+    def id(self) -> str:
+        """Stable display id, ``host:port`` (IPv6 literals bracketed)."""
+        host = f"[{self.host}]" if self.is_ipv6 else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        scheme = "smtps" if self.mode is Mode.IMPLICIT else ("submission" if self.role is Role.SUBMISSION else "smtp")
+        return f"{scheme}://{self.id}"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "host": self.host,
+            "port": self.port,
+            "mode": self.mode.value,
+            "role": self.role.value,
+            "url": self.url,
+            "spec": self.spec,
+            "origin_file": self.origin_file,
+            "origin_line": self.origin_line,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> "Endpoint":
+        return cls(
+            host=str(data["host"]),
+            port=int(data["port"]),  # type: ignore[arg-type]
+            mode=Mode(data["mode"]),
+            role=Role(data["role"]),
+            spec=str(data.get("spec", "")),
+            origin_file=data.get("origin_file"),  # type: ignore[arg-type]
+            origin_line=data.get("origin_line"),  # type: ignore[arg-type]
+        )
+
+
+def _mode_for_port(port: int) -> Mode:
+    return Mode.IMPLICIT if port == 465 else Mode.STARTTLS
+
+
+def _role_for_port(port: int) -> Role:
+    return Role.SUBMISSION if port in (465, 587) else Role.MX
+
+
+def _check_host(host: str, spec: str) -> str:
+    if not host:
+        raise TargetError(f"{spec!r}: missing host; {EXPECTED}")
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if not _HOSTNAME.match(host):
+        raise TargetError(f"{spec!r}: {host!r} is not a valid host name or IP address; {EXPECTED}")
+    return host.rstrip(".").lower()
+
+
+def _check_port(text: str, spec: str) -> int:
+    if not text.isdigit():
+        raise TargetError(f"{spec!r}: port {text!r} is not a number between 1 and 65535")
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise TargetError(f"{spec!r}: port {port} is out of range 1-65535")
+    return port
+
+
+def _split_host_port(rest: str, spec: str) -> tuple[str, str | None]:
+    if rest.startswith("["):
+        close = rest.find("]")
+        if close < 0:
+            raise TargetError(f"{spec!r}: unterminated '[' in IPv6 literal; {EXPECTED}")
+        host = rest[1:close]
+        tail = rest[close + 1 :]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise TargetError(f"{spec!r}: {host!r} inside brackets is not an IPv6 address") from None
+        if not tail:
+            return host, None
+        if not tail.startswith(":"):
+            raise TargetError(f"{spec!r}: expected ':port' after ']'")
+        return host, tail[1:]
+    if rest.count(":") > 1:
+        # A bare IPv6 literal without a port.
+        try:
+            ipaddress.IPv6Address(rest)
+        except ValueError:
+            raise TargetError(f"{spec!r}: IPv6 addresses with a port must be bracketed, e.g. [2001:db8::1]:25") from None
+        return rest, None
+    if ":" in rest:
+        host, port = rest.split(":", 1)
+        return host, port
+    return rest, None
+
+
+def parse_target(
+    spec: str,
+    *,
+    role: Role | None = None,
+    origin_file: str | None = None,
+    origin_line: int | None = None,
+) -> Endpoint:
+    """Parse one target string into an Endpoint, or raise TargetError saying what is expected."""
+    text = spec.strip()
+    if not text:
+        raise TargetError(f"empty target; {EXPECTED}")
+    if any(c.isspace() for c in text):
+        raise TargetError(f"{spec!r}: targets cannot contain spaces; {EXPECTED}")
+    scheme_defaults: tuple[int, Mode, Role] | None = None
+    if "://" in text:
+        scheme, rest = text.split("://", 1)
+        scheme_defaults = SCHEMES.get(scheme.lower())
+        if scheme_defaults is None:
+            raise TargetError(f"{spec!r}: unknown scheme {scheme!r}; use one of {', '.join(sorted(SCHEMES))}")
+        rest = rest.rstrip("/")
+        if "/" in rest or "@" in rest or "?" in rest:
+            raise TargetError(f"{spec!r}: only scheme://host[:port] is accepted (no user, path or query)")
+    else:
+        rest = text
+    host, port_text = _split_host_port(rest, spec)
+    host = _check_host(host, spec)
+    if scheme_defaults is not None:
+        default_port, mode, default_role = scheme_defaults
+        port = _check_port(port_text, spec) if port_text is not None else default_port
+    else:
+        port = _check_port(port_text, spec) if port_text is not None else 25
+        mode = _mode_for_port(port)
+        default_role = _role_for_port(port)
+    return Endpoint(
+        host=host,
+        port=port,
+        mode=mode,
+        role=role or default_role,
+        spec=text,
+        origin_file=origin_file,
+        origin_line=origin_line,
+    )
+
+
+def read_targets_file(path: str | Path, *, role: Role | None = None) -> list[Endpoint]:
+    """Read one target per line (``#`` starts a comment). Errors name the file and line."""
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise TargetError(f"cannot read targets file {str(p)!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise TargetError(f"targets file {str(p)!r} is not UTF-8 text") from None
+    endpoints: list[Endpoint] = []
+    for number, line in enumerate(lines, start=1):
+        content = line.split("#", 1)[0].strip()
+        if not content:
+            continue
+        try:
+            endpoints.append(parse_target(content, role=role, origin_file=str(path), origin_line=number))
+        except TargetError as exc:
+            raise TargetError(f"{p}:{number}: {exc}") from None
+    return endpoints
+
+
+def dedupe(endpoints: list[Endpoint]) -> list[Endpoint]:
+    """Drop repeated host/port/mode triples, keeping the first occurrence (and its origin)."""
+    seen: set[tuple[str, int, Mode]] = set()
+    unique: list[Endpoint] = []
+    for ep in endpoints:
+        key = (ep.host, ep.port, ep.mode)
+        if key not in seen:
+            seen.add(key)
+            unique.append(ep)
+    return unique
