@@ -92,7 +92,8 @@ def check_examples(rule: Rule) -> list[str]:
     for i, ex in enumerate(rule.examples):
         params = {**rule.params, **ex.get("params", {})}
         probe = Rule(**{**rule.__dict__, "params": params})
-        out = judge(probe, ex["facts"], fact_probe={}, probe_errors={})
+        facts = {**ex["facts"], **{name: None for name in ex.get("nulls", [])}}
+        out = judge(probe, facts, fact_probe={}, probe_errors={})
         got = {"finding": "finding", "pass": "pass", "not_applicable": "pass"}.get(out.status, out.status)
         if got != ex["expect"]:
             problems.append(f"{rule.path}: examples[{i}]: expected {ex['expect']}, got {out.status}" + (f" ({out.reason})" if out.reason else ""))

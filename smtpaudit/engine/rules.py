@@ -179,13 +179,16 @@ def parse_rule(data: Mapping[str, Any], path: Path, known_facts: Mapping[str, st
                 raise RuleError(path, "message", f"placeholder {{{name}}} names no known fact")
     examples = data["examples"]
     for i, ex in enumerate(examples):
-        if not isinstance(ex, dict) or set(ex) - {"expect", "facts", "params", "note"}:
-            raise RuleError(path, f"examples[{i}]", "expected a table with expect, facts and optional params, note")
+        if not isinstance(ex, dict) or set(ex) - {"expect", "facts", "nulls", "params", "note"}:
+            raise RuleError(path, f"examples[{i}]", "expected a table with expect, facts and optional nulls, params, note")
         if ex.get("expect") not in EXPECTS:
             raise RuleError(path, f"examples[{i}].expect", f"expected one of {', '.join(EXPECTS)}")
         if not isinstance(ex.get("facts"), dict):
             raise RuleError(path, f"examples[{i}].facts", "expected a table of fact values")
-        for name in ex["facts"]:
+        nulls = ex.get("nulls", [])
+        if not isinstance(nulls, list) or not all(isinstance(n, str) for n in nulls):
+            raise RuleError(path, f"examples[{i}].nulls", "expected an array of fact names whose value is null (TOML has no null)")
+        for name in [*ex["facts"], *nulls]:
             if name not in known_facts:
                 raise RuleError(path, f"examples[{i}].facts.{name}", "unknown fact")
     expects = {ex["expect"] for ex in examples}

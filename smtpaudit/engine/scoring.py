@@ -64,8 +64,8 @@ def score_endpoint(findings: Iterable[ScoredFinding], *, complete: bool = True) 
     grade = grade_for(value, only_info=all(f.severity == "info" for f in findings))
     caps = []
     for f in findings:
-        if f.grade_cap and worse(f.grade_cap, grade) == f.grade_cap and f.grade_cap != grade:
-            caps.append({"rule_id": f.rule_id, "cap": f.grade_cap, "reason": f"capped at {f.grade_cap} by {f.rule_id}: {f.title}"})
+        if f.grade_cap:
+            caps.append({"rule_id": f.rule_id, "cap": f.grade_cap, "reason": f"grade at most {f.grade_cap} while {f.rule_id} is open: {f.title}"})
     for cap in caps:
         grade = worse(grade, cap["cap"])
     return Score(value, grade, caps, complete)
