@@ -4,4 +4,4 @@ from __future__ import annotations
 
 import importlib.util
 
-pytest_plugins = [p for p in ("tests.lab.fixtures",) if importlib.util.find_spec(p) is not None]
+pytest_plugins = [p for p in ("tests.lab.fixtures",) if importlib.util.find_spec("tests.lab") is not None and importlib.util.find_spec(p) is not None]

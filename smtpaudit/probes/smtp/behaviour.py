@@ -1,0 +1,148 @@
+"""Shared plumbing for the behaviour probes (relay, submission, enumeration, limits, smuggling).
+
+One job: open an SMTP session the way those probes need it (greeting, EHLO with HELO fallback,
+optional STARTTLS), pick the addresses they use, and turn a ProbeError into a ProbeResult. The
+probes themselves only decide which commands to send and which facts to record.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
+
+from smtpaudit.probes.base import (
+    ProbeContext,
+    ProbeError,
+    ProbeResult,
+    ServiceUnavailable,
+    SmtpProtocolError,
+)
+from smtpaudit.probes.smtp.client import Reply, SmtpClient, Transcript
+from smtpaudit.probes.smtp.ehlo import Capabilities, parse_ehlo
+from smtpaudit.targets import Endpoint, Mode
+
+# RFC 6761 reserves .invalid: no such domain can ever resolve, so a relay test never reaches anyone.
+DEFAULT_RELAY_DOMAIN = "relaytest.invalid"
+
+
+@dataclass
+class Session:
+    """An open, greeted connection and what the server advertised on it."""
+
+    client: SmtpClient
+    greeting: Reply
+    caps: Capabilities
+    tls: bool
+    greeting_seconds: float
+
+
+def random_local_part(prefix: str = "smtpaudit") -> str:
+    """A local part no real mailbox has (12 random hex digits)."""
+    return f"{prefix}-{secrets.token_hex(6)}"
+
+
+def relay_domain(ctx: ProbeContext) -> str:
+    return str(ctx.options.get("relay_domain") or DEFAULT_RELAY_DOMAIN)
+
+
+def local_domain(prior: Mapping[str, Any], endpoint: Endpoint, ctx: ProbeContext) -> str | None:
+    """The domain the server most likely accepts mail for: user option, else the announced name."""
+    explicit = ctx.options.get("local_domain")
+    if explicit:
+        return str(explicit)
+    rcpt = ctx.options.get("smuggling_rcpt")
+    if rcpt and "@" in str(rcpt):
+        return str(rcpt).rsplit("@", 1)[1]
+    for fact in ("smtp.greeting.hostname", "smtp.ehlo.hostname"):
+        name = prior.get(fact)
+        if isinstance(name, str) and "." in name and not name.startswith("["):
+            return name.rstrip(".").lower()
+    return None
+
+
+async def open_session(
+    endpoint: Endpoint,
+    ctx: ProbeContext,
+    transcript: Transcript,
+    *,
+    conn: int,
+    starttls: bool = False,
+) -> Session:
+    """Connect, read the greeting, EHLO (HELO fallback) and, when asked and offered, STARTTLS + EHLO.
+
+    Raises ServiceUnavailable on a non-220 greeting or a 421, ProbeError when neither EHLO nor HELO
+    is accepted. The caller owns the client and must close it.
+    """
+    t0 = time.monotonic()
+    client = await SmtpClient.open(endpoint, ctx, transcript, conn=conn)
+    try:
+        greeting = await client.read_greeting()
+        seconds = time.monotonic() - t0
+        if greeting.code != 220:
+            raise ServiceUnavailable(f"{endpoint.id}: greeting {greeting.code} {greeting.text[:200]}")
+        caps = await _hello(client)
+        tls = endpoint.mode is Mode.IMPLICIT
+        if starttls and not tls and caps.has("STARTTLS"):
+            reply = await client.starttls()
+            if reply.code != 220:
+                raise SmtpProtocolError(f"{endpoint.id}: STARTTLS answered {reply.code} {reply.text[:200]}", reason="starttls_refused")
+            caps = await _hello(client)
+            tls = True
+        return Session(client, greeting, caps, tls, seconds)
+    except BaseException:
+        await client.close()
+        raise
+
+
+async def _hello(client: SmtpClient) -> Capabilities:
+    reply = await client.ehlo()
+    if reply.code == 250:
+        return parse_ehlo(reply)
+    if reply.code == 421:
+        raise ServiceUnavailable(f"{client.endpoint.id}: EHLO answered 421 {reply.text[:200]}")
+    helo = await client.command(f"HELO {client.ctx.ehlo_name}")
+    if helo.code != 250:
+        raise ProbeError(f"{client.endpoint.id}: neither EHLO nor HELO accepted ({reply.code}, {helo.code})")
+    return Capabilities(hostname=(helo.lines[0].split() or [None])[0] if helo.lines else None)
+
+
+@asynccontextmanager
+async def session(
+    endpoint: Endpoint, ctx: ProbeContext, transcript: Transcript, result: ProbeResult, *, starttls: bool = False
+) -> AsyncIterator[Session]:
+    """``open_session`` that counts the connection and always closes it (QUIT when still usable)."""
+    conn = result.connections
+    result.connections += 1
+    s = await open_session(endpoint, ctx, transcript, conn=conn, starttls=starttls)
+    try:
+        yield s
+    finally:
+        await s.client.quit()
+
+
+def short(reply: Reply | None, limit: int = 200) -> str | None:
+    return None if reply is None else reply.text[:limit]
+
+
+async def run_guarded(
+    name: str,
+    ctx: ProbeContext,
+    body: Callable[[ProbeResult, Transcript], Awaitable[None]],
+) -> ProbeResult:
+    """Run ``body`` and turn any ProbeError into an error result that keeps the facts gathered so far."""
+    result = ProbeResult(probe=name)
+    transcript = Transcript(ctx.secrets)
+    started = time.monotonic()
+    try:
+        await body(result, transcript)
+    except ProbeError as exc:
+        result.status = "error"
+        result.error_reason = exc.reason
+        result.error_message = exc.message
+    finally:
+        result.transcript = transcript.lines
+        result.duration = time.monotonic() - started
+    return result

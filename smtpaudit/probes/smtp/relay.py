@@ -1,0 +1,172 @@
+"""The open-relay probe: nmap's sixteen MAIL FROM / RCPT TO forms, a catch-all control, and a try after STARTTLS.
+
+Each attempt is ``RSET``, ``MAIL FROM``, and (only when MAIL was accepted) ``RCPT TO``; the verdict
+is the RCPT reply. DATA is never sent, so nothing is ever delivered. External recipients use a
+reserved domain (``relaytest.invalid`` unless ``--relay-domain`` says otherwise).
+
+To stay below Postfix's error tarpit (responses slow down after 10 errors in one session) the
+variants are split over two connections of eight; the control (a random local part at the server's
+own name: a server that accepts it checks no recipients at RCPT time, so an accepted relay attempt
+might only be a later bounce) rides on the second. A third connection repeats the plain variant
+after STARTTLS when the server offers it. A 530 ends the probe (authentication is required, as
+nmap concludes); a 421 ends it too (the server wants us gone).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+from smtpaudit.probes.base import ProbeContext, ProbeResult, ServiceUnavailable
+from smtpaudit.probes.smtp.behaviour import Session, random_local_part, relay_domain, run_guarded, session, short
+from smtpaudit.probes.smtp.client import Transcript
+from smtpaudit.targets import Endpoint, Mode
+
+VARIANTS_FILE = Path(__file__).with_name("relay_variants.toml")
+FROM_LOCAL = "smtpaudit"
+TO_LOCAL = "relaytest"
+BATCH = 8
+
+
+@lru_cache(maxsize=1)
+def variants() -> tuple[dict[str, Any], ...]:
+    data = tomllib.loads(VARIANTS_FILE.read_text(encoding="utf-8"))
+    return tuple(data["variant"])
+
+
+def ip_literal(address: str) -> str:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    return f"[IPv6:{ip}]" if ip.version == 6 else f"[{ip}]"
+
+
+def expand(template: str, values: Mapping[str, str | None]) -> str | None:
+    """Fill a variant template; None when it needs a value we do not have (e.g. no server name)."""
+    for key, value in values.items():
+        if "{" + key + "}" in template:
+            if value is None:
+                return None
+            template = template.replace("{" + key + "}", value)
+    return template
+
+
+class _Stop(Exception):
+    """The server answered 530 or 421: no further attempts."""
+
+
+class RelayProbe:
+    name: ClassVar[str] = "smtp.relay"
+    intrusive: ClassVar[bool] = False
+    after: ClassVar[tuple[str, ...]] = ("smtp.session",)
+
+    async def run(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any]) -> ProbeResult:
+        async def body(result: ProbeResult, transcript: Transcript) -> None:
+            await self._observe(endpoint, ctx, prior, result, transcript)
+
+        return await run_guarded(self.name, ctx, body)
+
+    async def _observe(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any], result: ProbeResult, transcript: Transcript) -> None:
+        f = result.facts
+        domain = relay_domain(ctx)
+        f["smtp.relay.domain"] = domain
+        f["smtp.relay.auth_required"] = False
+        f["smtp.relay.control"] = None
+        f["smtp.relay.starttls_attempt"] = None
+        attempts: list[dict[str, Any]] = []
+        f["smtp.relay.attempts"] = attempts
+        f["smtp.relay.accepted_variants"] = []
+        f["smtp.relay.accepted_count"] = 0
+        f["smtp.relay.completed"] = False
+        srvname = prior.get("smtp.greeting.hostname") or prior.get("smtp.ehlo.hostname")
+        values: dict[str, str | None] = {"from": FROM_LOCAL, "to": TO_LOCAL, "domain": domain, "srvname": srvname, "ip": None}
+        f["smtp.relay.server_name"] = srvname
+
+        todo = list(variants())
+        try:
+            while todo:
+                batch, todo = todo[:BATCH], todo[BATCH:]
+                async with session(endpoint, ctx, transcript, result) as s:
+                    values["ip"] = values["ip"] or _peer_literal(s)
+                    f["smtp.relay.ip"] = values["ip"]
+                    for v in batch:
+                        await self._attempt(s, v, values, f, attempts)
+                    if not todo:
+                        f["smtp.relay.control"] = await self._control(s, srvname)
+            f["smtp.relay.completed"] = True
+        except _Stop:
+            pass
+        accepted = [a["n"] for a in attempts if a["accepted"]]
+        f["smtp.relay.accepted_variants"] = accepted
+        f["smtp.relay.accepted_count"] = len(accepted)
+        control = f["smtp.relay.control"]
+        f["smtp.relay.control_accepted"] = control["accepted"] if control else None
+        f["smtp.relay.starttls_accepted"] = None
+        if f["smtp.relay.auth_required"] or not f["smtp.relay.completed"]:
+            return
+        if endpoint.mode is Mode.STARTTLS and prior.get("smtp.starttls.works"):
+            async with session(endpoint, ctx, transcript, result, starttls=True) as s:
+                if s.tls:
+                    plain = next(v for v in variants() if v["name"] == "plain")
+                    tls_attempts: list[dict[str, Any]] = []
+                    try:
+                        await self._attempt(s, plain, values, f, tls_attempts)
+                    except _Stop:
+                        pass
+                    f["smtp.relay.starttls_attempt"] = tls_attempts[0]
+                    f["smtp.relay.starttls_accepted"] = tls_attempts[0]["accepted"]
+
+    async def _attempt(
+        self, s: Session, variant: Mapping[str, Any], values: Mapping[str, str | None], f: dict[str, Any], out: list[dict[str, Any]]
+    ) -> None:
+        """One RSET / MAIL / RCPT exchange, recorded in ``out`` before any reply can end the probe."""
+        mail_from = expand(variant["mail_from"], values)
+        rcpt_to = expand(variant["rcpt_to"], values)
+        record: dict[str, Any] = {
+            "n": variant["n"], "variant": variant["name"], "mail_from": mail_from, "rcpt_to": rcpt_to, "tls": s.tls,
+            "mail_code": None, "mail_text": None, "rcpt_code": None, "rcpt_text": None, "accepted": None,
+        }
+        out.append(record)
+        if mail_from is None or rcpt_to is None:
+            record["skipped"] = "the server announced no name to build this address from"
+            return
+        await s.client.command("RSET")
+        mail = await s.client.command(f"MAIL FROM:<{mail_from}>")
+        record["mail_code"], record["mail_text"] = mail.code, short(mail)
+        self._check_stop(mail.code, f)
+        if not mail.positive:
+            record["accepted"] = False
+            return
+        rcpt = await s.client.command(f"RCPT TO:<{rcpt_to}>")
+        record["rcpt_code"], record["rcpt_text"] = rcpt.code, short(rcpt)
+        record["accepted"] = 200 <= rcpt.code < 300
+        self._check_stop(rcpt.code, f)
+
+    @staticmethod
+    def _check_stop(code: int, f: dict[str, Any]) -> None:
+        if code == 530:
+            f["smtp.relay.auth_required"] = True
+            raise _Stop()
+        if code == 421:
+            raise ServiceUnavailable("the server answered 421 during the relay attempts")
+
+    async def _control(self, s: Session, srvname: str | None) -> dict[str, Any] | None:
+        if not srvname or "." not in srvname:
+            return None
+        address = f"{random_local_part()}@{srvname}"
+        await s.client.command("RSET")
+        mail = await s.client.command("MAIL FROM:<>")
+        if not mail.positive:
+            return {"rcpt_to": address, "code": None, "text": short(mail), "accepted": None}
+        rcpt = await s.client.command(f"RCPT TO:<{address}>")
+        await s.client.command("RSET")
+        return {"rcpt_to": address, "code": rcpt.code, "text": short(rcpt), "accepted": 200 <= rcpt.code < 300}
+
+
+def _peer_literal(s: Session) -> str | None:
+    peer = s.client.writer.get_extra_info("peername")
+    try:
+        return ip_literal(str(peer[0])) if peer else None
+    except ValueError:
+        return None

@@ -1,0 +1,85 @@
+"""The relay probe against fake MTAs: variants, the no-DATA guarantee, 530 handling, catch-all control, STARTTLS."""
+
+from __future__ import annotations
+
+import pytest
+
+from smtpaudit.probes.smtp.relay import RelayProbe, expand, ip_literal, variants
+from tests.behaviour.helpers import async_test, run_probe
+from tests.fakes.mta import FakeMta
+
+PRIOR = {"smtp.greeting.hostname": "mx.example.test", "smtp.starttls.works": None}
+
+
+def test_sixteen_variants_in_nmap_order() -> None:
+    vs = variants()
+    assert [v["n"] for v in vs] == list(range(1, 17))
+    assert vs[0]["mail_from"] == ""
+    assert expand(vs[11]["rcpt_to"], {"to": "t", "domain": "d.invalid", "ip": "[192.0.2.1]"}) == "@[192.0.2.1]:t@d.invalid"
+    assert ip_literal("::1") == "[IPv6:::1]"
+    assert expand("{to}@{srvname}", {"to": "t", "srvname": None}) is None
+
+
+@async_test
+async def test_open_relay_detected_and_data_never_sent() -> None:
+    async with FakeMta(open_relay=True) as mta:
+        result = await run_probe(RelayProbe, mta.port, prior=PRIOR)
+    f = result.facts
+    assert result.status == "ok", result.error_message
+    # The fake treats routing tricks (%, !, quotes, source routes) as foreign too, so all 16 relay.
+    assert f["smtp.relay.accepted_count"] == 16
+    assert f["smtp.relay.accepted_variants"] == list(range(1, 17))
+    assert f["smtp.relay.control_accepted"] is False
+    assert result.connections == 2
+    sent = [c.split(" ", 1)[0].upper() for c in mta.all_commands]
+    assert "DATA" not in sent and mta.data_started == 0 and mta.messages == 0
+    assert all(b"DATA" not in bytes(r).upper().split(b"\r\n") for r in mta.raw)
+    # At most 8 relay refusals per connection would be errors: below Postfix's soft limit of 10.
+    assert max(sum(1 for c in conn if c.startswith("RCPT")) for conn in mta.commands) <= 9
+
+
+@async_test
+async def test_closed_relay_passes_with_every_reply_recorded() -> None:
+    async with FakeMta() as mta:
+        result = await run_probe(RelayProbe, mta.port, prior=PRIOR)
+    f = result.facts
+    assert f["smtp.relay.accepted_count"] == 0 and f["smtp.relay.completed"] is True
+    assert all(a["rcpt_code"] == 554 for a in f["smtp.relay.attempts"])
+    assert "relaytest@relaytest.invalid" in [a["rcpt_to"] for a in f["smtp.relay.attempts"]]
+    assert mta.data_started == 0
+
+
+@async_test
+async def test_catch_all_control() -> None:
+    async with FakeMta(open_relay=True, accept_all_recipients=True) as mta:
+        result = await run_probe(RelayProbe, mta.port, prior=PRIOR)
+    assert result.facts["smtp.relay.control_accepted"] is True
+    assert result.facts["smtp.relay.control"]["rcpt_to"].endswith("@mx.example.test")
+
+
+@async_test
+async def test_530_stops_like_nmap() -> None:
+    async with FakeMta(require_auth=True) as mta:
+        result = await run_probe(RelayProbe, mta.port, prior=PRIOR)
+    f = result.facts
+    assert f["smtp.relay.auth_required"] is True and f["smtp.relay.completed"] is False
+    assert len(f["smtp.relay.attempts"]) == 1 and mta.connections == 1
+
+
+@async_test
+async def test_relay_domain_option_and_missing_server_name() -> None:
+    async with FakeMta() as mta:
+        result = await run_probe(RelayProbe, mta.port, prior={}, options={"relay_domain": "elsewhere.example"})
+    f = result.facts
+    assert f["smtp.relay.domain"] == "elsewhere.example"
+    skipped = [a["n"] for a in f["smtp.relay.attempts"] if a.get("skipped")]
+    assert skipped == [3, 6, 11, 13, 16]
+    assert f["smtp.relay.control"] is None and f["smtp.relay.control_accepted"] is None
+
+
+@async_test
+async def test_421_mid_test_is_an_error_not_a_verdict() -> None:
+    async with FakeMta(error_limit=3) as mta:
+        result = await run_probe(RelayProbe, mta.port, prior=PRIOR)
+    assert result.status == "error" and result.error_reason == "service_unavailable"
+    assert result.facts["smtp.relay.accepted_count"] == 0
