@@ -5,10 +5,12 @@ from __future__ import annotations
 from smtpaudit.probes.base import Probe
 from smtpaudit.probes.smtp.relay import RelayProbe
 from smtpaudit.probes.smtp.session import SessionProbe
+from smtpaudit.probes.smtp.submission import SubmissionProbe
 from smtpaudit.probes.smtp.vrfy import VrfyProbe
 
 PROBES: dict[str, type[Probe]] = {
     SessionProbe.name: SessionProbe,
     VrfyProbe.name: VrfyProbe,
     RelayProbe.name: RelayProbe,
+    SubmissionProbe.name: SubmissionProbe,
 }

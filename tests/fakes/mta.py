@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -253,7 +255,15 @@ class FakeMta:
             user = base64.b64decode((await readline()).strip() or b"").decode("utf-8", "replace")
             await send(b"334 UGFzc3dvcmQ6\r\n")
             password = base64.b64decode((await readline()).strip() or b"").decode("utf-8", "replace")
-        if user is not None and self.auth_users.get(user) == password:
+        elif mech == "CRAM-MD5":
+            challenge = b"<1896.697170952@mx.example.test>"
+            await send(b"334 " + base64.b64encode(challenge) + b"\r\n")
+            answer = base64.b64decode((await readline()).strip() or b"").decode("utf-8", "replace")
+            user, _, digest = answer.partition(" ")
+            secret = self.auth_users.get(user)
+            expected = hmac.new(secret.encode(), challenge, hashlib.md5).hexdigest() if secret is not None else None
+            password = secret if digest == expected else None
+        if user is not None and password is not None and self.auth_users.get(user) == password:
             st["auth"] = True
             await send(b"235 2.7.0 Authentication successful\r\n")
             return True
