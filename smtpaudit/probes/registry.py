@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from smtpaudit.probes.base import Probe
+from smtpaudit.probes.smtp.enumeration import EnumerationProbe
+from smtpaudit.probes.smtp.limits import LimitsProbe
 from smtpaudit.probes.smtp.relay import RelayProbe
 from smtpaudit.probes.smtp.session import SessionProbe
 from smtpaudit.probes.smtp.submission import SubmissionProbe
@@ -13,4 +15,6 @@ PROBES: dict[str, type[Probe]] = {
     VrfyProbe.name: VrfyProbe,
     RelayProbe.name: RelayProbe,
     SubmissionProbe.name: SubmissionProbe,
+    EnumerationProbe.name: EnumerationProbe,
+    LimitsProbe.name: LimitsProbe,
 }

@@ -1,0 +1,209 @@
+"""The session-limits probe: recipients per message, errors per session, early talkers, idle timeout.
+
+Bounded in count and time, safe for a nightly scan (no message is ever sent):
+
+* recipients: ``MAIL FROM:<>`` then the same accepted recipient (postmaster) up to ``rcpt_cap``
+  times (default 200), pipelined in batches when the server offers PIPELINING; where does it stop
+  (RFC 5321 4.5.3.1.8: at least 100 must be accepted; the next answer is 452)?
+* errors: up to ``errors_cap`` (default 25) unknown commands; does the server hang up or say 421
+  after N, or start to tarpit (replies 0.5 s slower than the first ones, twice in a row: then we
+  stop, which keeps Postfix's 1 s-per-error tarpit from costing more than ~2 s)?
+* early talker: send EHLO before the greeting arrives; is that rejected (Postfix postscreen
+  pregreet, Exim's synchronization check)? The only place smtpaudit speaks first, on purpose.
+* idle timeout: one greeted connection left idle while the others run (plus ``idle_watch``
+  seconds, default 0; 60 with --intrusive); did the server close it, and when?
+
+Every phase stops at the first 421. Connections: 4 (one of them the idle watcher, concurrent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from typing import Any, ClassVar, Mapping
+
+from smtpaudit.probes.base import ConnectionClosed, ProbeContext, ProbeError, ProbeResult, ReplyTimeout
+from smtpaudit.probes.smtp.behaviour import Session, local_domain, open_session, run_guarded, session, short
+from smtpaudit.probes.smtp.client import Reply, SmtpClient, Transcript
+from smtpaudit.targets import Endpoint
+
+RCPT_CAP, RCPT_CAP_MAX = 200, 1000
+ERRORS_CAP, ERRORS_CAP_MAX = 25, 100
+BATCH = 25
+TARPIT_EXTRA = 0.5  # seconds slower than the baseline that count as a tarpit
+PHASE_SECONDS = 30.0  # a phase stops after this long whatever the counts say
+BAD_COMMAND = "XSMTPAUDIT"
+
+
+def _cap(ctx: ProbeContext, key: str, default: int, maximum: int) -> int:
+    try:
+        return max(1, min(int(ctx.options.get(key, default)), maximum))
+    except (TypeError, ValueError):
+        return default
+
+
+class LimitsProbe:
+    name: ClassVar[str] = "smtp.limits"
+    intrusive: ClassVar[bool] = False
+    after: ClassVar[tuple[str, ...]] = ("smtp.session",)
+
+    async def run(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any]) -> ProbeResult:
+        async def body(result: ProbeResult, transcript: Transcript) -> None:
+            await self._observe(endpoint, ctx, prior, result, transcript)
+
+        return await run_guarded(self.name, ctx, body)
+
+    async def _observe(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any], result: ProbeResult, transcript: Transcript) -> None:
+        f = result.facts
+        idle_task = asyncio.create_task(self._idle(endpoint, ctx, transcript, result))
+        try:
+            await self._recipients(endpoint, ctx, prior, result, transcript)
+            await self._errors(endpoint, ctx, result, transcript)
+            await self._early_talker(endpoint, ctx, result, transcript)
+        finally:
+            watch = float(ctx.options.get("idle_watch", 60.0 if ctx.intrusive else 0.0))
+            idle = await _finish_idle(idle_task, watch)
+            f["smtp.limits.idle_timeout"] = idle[0]
+            f["smtp.limits.idle_watched"] = round(idle[1], 1)
+
+    # ------------------------------------------------------------------ recipients
+    async def _recipients(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any], result: ProbeResult, transcript: Transcript) -> None:
+        f = result.facts
+        cap = _cap(ctx, "rcpt_cap", RCPT_CAP, RCPT_CAP_MAX)
+        f.update({"smtp.limits.rcpt_cap": cap, "smtp.limits.rcpt_tested": False, "smtp.limits.rcpt_accepted": 0,
+                  "smtp.limits.rcpt_limit": None, "smtp.limits.rcpt_stop_code": None, "smtp.limits.rcpt_stop_text": None})
+        domain = local_domain(prior, endpoint, ctx)
+        candidates = ([f"postmaster@{domain}"] if domain else []) + ["Postmaster"]
+        async with session(endpoint, ctx, transcript, result) as s:
+            if not (await s.client.command("MAIL FROM:<>")).positive:
+                return
+            address = None
+            for candidate in candidates:
+                reply = await s.client.command(f"RCPT TO:<{candidate}>")
+                if reply.positive:
+                    address = candidate
+                    break
+                if reply.code == 421:
+                    return
+            if address is None:
+                return
+            f["smtp.limits.rcpt_tested"] = True
+            accepted, stop = 1, None
+            deadline = time.monotonic() + PHASE_SECONDS
+            batch = BATCH if s.caps.has("PIPELINING") else 1
+            while accepted < cap and stop is None and time.monotonic() < deadline:
+                n = min(batch, cap - accepted)
+                for _ in range(n):
+                    await s.client.send_line(f"RCPT TO:<{address}>")
+                for _ in range(n):
+                    if stop is not None and stop.code == 421:
+                        break  # the server is hanging up: read nothing more
+                    reply = await s.client.read_reply()
+                    if reply.positive and stop is None:
+                        accepted += 1
+                    elif stop is None:
+                        stop = reply
+            f["smtp.limits.rcpt_accepted"] = accepted
+            if stop is not None:
+                f["smtp.limits.rcpt_limit"] = accepted
+                f["smtp.limits.rcpt_stop_code"] = stop.code
+                f["smtp.limits.rcpt_stop_text"] = short(stop)
+            if stop is None or stop.code != 421:
+                await s.client.command("RSET")
+
+    # ------------------------------------------------------------------ errors
+    async def _errors(self, endpoint: Endpoint, ctx: ProbeContext, result: ProbeResult, transcript: Transcript) -> None:
+        f = result.facts
+        cap = _cap(ctx, "errors_cap", ERRORS_CAP, ERRORS_CAP_MAX)
+        f.update({"smtp.limits.errors_cap": cap, "smtp.limits.errors_sent": 0, "smtp.limits.errors_limit": None,
+                  "smtp.limits.errors_limit_code": None, "smtp.limits.errors_tarpit_after": None,
+                  "smtp.limits.errors_unlimited": None})
+        latencies: list[float] = []
+        deadline = time.monotonic() + PHASE_SECONDS
+        async with session(endpoint, ctx, transcript, result) as s:
+            for i in range(cap):
+                if time.monotonic() > deadline:
+                    break
+                t0 = time.monotonic()
+                try:
+                    reply = await s.client.command(BAD_COMMAND)
+                except ConnectionClosed:
+                    f["smtp.limits.errors_sent"] = i + 1
+                    f["smtp.limits.errors_limit"] = i  # errors the server answered before it hung up
+                    f["smtp.limits.errors_unlimited"] = False
+                    await s.client.close()
+                    return
+                latencies.append(time.monotonic() - t0)
+                f["smtp.limits.errors_sent"] = i + 1
+                if reply.code == 421:
+                    f["smtp.limits.errors_limit"] = i
+                    f["smtp.limits.errors_limit_code"] = 421
+                    f["smtp.limits.errors_unlimited"] = False
+                    await s.client.close()
+                    return
+                if len(latencies) >= 5:
+                    base = statistics.median(latencies[:3])
+                    if all(lat >= base + TARPIT_EXTRA for lat in latencies[-2:]):
+                        f["smtp.limits.errors_tarpit_after"] = len(latencies) - 2
+                        f["smtp.limits.errors_unlimited"] = False
+                        return
+            f["smtp.limits.errors_unlimited"] = f["smtp.limits.errors_sent"] >= cap
+
+    # ------------------------------------------------------------------ early talker
+    async def _early_talker(self, endpoint: Endpoint, ctx: ProbeContext, result: ProbeResult, transcript: Transcript) -> None:
+        f = result.facts
+        f.update({"smtp.limits.early_talker_rejected": None, "smtp.limits.early_talker_reply": None,
+                  "smtp.limits.greeting_delay": None})
+        conn = result.connections
+        result.connections += 1
+        t0 = time.monotonic()
+        client = await SmtpClient.open(endpoint, ctx, transcript, conn=conn)
+        try:
+            # Deliberately speaking before the greeting: this is the test.
+            await client.send_raw(f"EHLO {ctx.ehlo_name}\r\n".encode(), shown=f"EHLO {ctx.ehlo_name}  [sent before the greeting]")
+            replies: list[Reply] = []
+            try:
+                replies.append(await client.read_greeting())
+                f["smtp.limits.greeting_delay"] = round(time.monotonic() - t0, 3)
+                if replies[0].code == 220:
+                    replies.append(await client.read_reply())
+            except (ConnectionClosed, ReplyTimeout):
+                pass
+            codes = [r.code for r in replies]
+            rejected = (not codes) or codes[0] != 220 or len(codes) < 2 or not (200 <= codes[1] < 300)
+            f["smtp.limits.early_talker_rejected"] = rejected
+            f["smtp.limits.early_talker_reply"] = " | ".join(f"{r.code} {short(r, 100)}" for r in replies) or "connection closed"
+        finally:
+            await client.quit()
+
+    # ------------------------------------------------------------------ idle timeout
+    async def _idle(self, endpoint: Endpoint, ctx: ProbeContext, transcript: Transcript, result: ProbeResult) -> tuple[Session | None, float]:
+        conn = result.connections
+        result.connections += 1
+        try:
+            s = await open_session(endpoint, ctx, transcript, conn=conn)
+        except ProbeError:
+            return None, time.monotonic()
+        return s, time.monotonic()
+
+
+async def _finish_idle(task: "asyncio.Task[tuple[Session | None, float]]", watch: float) -> tuple[float | None, float]:
+    """Wait (up to ``watch`` more seconds) for the idle connection to be closed; (timeout or None, seconds watched)."""
+    s, since = await task
+    if s is None:
+        return None, 0.0
+    try:
+        remaining = max(0.05, watch)
+        try:
+            # A server closing an idle connection sends 421 or just closes; either ends this read.
+            reply = await asyncio.wait_for(s.client.reader.read(512), timeout=remaining)
+            text = reply.decode("utf-8", "replace").strip()
+            s.client.transcript.add("S" if text else "*", text[:200] or "idle connection closed by server", s.client.conn)
+            return round(time.monotonic() - since, 1), time.monotonic() - since
+        except asyncio.TimeoutError:
+            return None, time.monotonic() - since
+        except (ConnectionError, OSError):
+            return round(time.monotonic() - since, 1), time.monotonic() - since
+    finally:
+        await s.client.quit()

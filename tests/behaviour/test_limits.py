@@ -1,0 +1,65 @@
+"""Session limits: found where they exist, and bounded (count and time) where they do not."""
+
+from __future__ import annotations
+
+import time
+
+from smtpaudit.probes.smtp.limits import LimitsProbe
+from tests.behaviour.helpers import async_test, run_probe
+from tests.fakes.mta import FakeMta
+
+PRIOR = {"smtp.greeting.hostname": "mx.example.test"}
+
+
+@async_test
+async def test_no_limit_server_finishes_within_budget() -> None:
+    """Against a server with no limits at all the probe stops at its caps, quickly, and sends no DATA."""
+    async with FakeMta() as mta:
+        t0 = time.monotonic()
+        result = await run_probe(LimitsProbe, mta.port, prior=PRIOR)
+        elapsed = time.monotonic() - t0
+    f = result.facts
+    assert result.status == "ok", result.error_message
+    assert elapsed < 5.0, f"limits probe took {elapsed:.1f}s against a no-limit server"
+    assert f["smtp.limits.rcpt_tested"] is True and f["smtp.limits.rcpt_accepted"] == 200 and f["smtp.limits.rcpt_limit"] is None
+    assert f["smtp.limits.errors_unlimited"] is True and f["smtp.limits.errors_sent"] == 25
+    assert f["smtp.limits.early_talker_rejected"] is False
+    assert f["smtp.limits.idle_timeout"] is None
+    assert result.connections == 4 and mta.max_active <= 2
+    rcpts = sum(1 for c in mta.all_commands if c.startswith("RCPT"))
+    assert rcpts <= 201 and "DATA" not in mta.all_commands
+
+
+@async_test
+async def test_limits_found() -> None:
+    async with FakeMta(recipient_limit=50, error_limit=5, greeting_delay=0.3, reject_early_talkers=True) as mta:
+        result = await run_probe(LimitsProbe, mta.port, prior=PRIOR)
+    f = result.facts
+    assert f["smtp.limits.rcpt_limit"] == 50 and f["smtp.limits.rcpt_stop_code"] == 452
+    assert f["smtp.limits.errors_limit"] == 4 and f["smtp.limits.errors_limit_code"] == 421
+    assert f["smtp.limits.early_talker_rejected"] is True
+
+
+@async_test
+async def test_tarpit_detected_and_cut_short() -> None:
+    async with FakeMta(error_sleep_after=5, error_sleep=0.6) as mta:
+        t0 = time.monotonic()
+        result = await run_probe(LimitsProbe, mta.port, prior=PRIOR)
+        elapsed = time.monotonic() - t0
+    f = result.facts
+    assert f["smtp.limits.errors_tarpit_after"] == 5 and f["smtp.limits.errors_sent"] == 7
+    assert elapsed < 3.0
+
+
+@async_test
+async def test_idle_timeout_observed() -> None:
+    async with FakeMta(idle_timeout=0.5) as mta:
+        result = await run_probe(LimitsProbe, mta.port, prior=PRIOR, options={"idle_watch": 2.0})
+    assert result.facts["smtp.limits.idle_timeout"] is not None and result.facts["smtp.limits.idle_timeout"] <= 2.5
+
+
+@async_test
+async def test_no_accepted_recipient_means_untested() -> None:
+    async with FakeMta(users=()) as mta:
+        result = await run_probe(LimitsProbe, mta.port, prior=PRIOR)
+    assert result.facts["smtp.limits.rcpt_tested"] is False and result.facts["smtp.limits.rcpt_limit"] is None
