@@ -5,8 +5,10 @@ from __future__ import annotations
 from smtpaudit.probes.base import Probe
 from smtpaudit.probes.smtp.enumeration import EnumerationProbe
 from smtpaudit.probes.smtp.limits import LimitsProbe
+from smtpaudit.probes.smtp.pipelining import PipeliningProbe
 from smtpaudit.probes.smtp.relay import RelayProbe
 from smtpaudit.probes.smtp.session import SessionProbe
+from smtpaudit.probes.smtp.smuggling import SmugglingProbe
 from smtpaudit.probes.smtp.submission import SubmissionProbe
 from smtpaudit.probes.smtp.vrfy import VrfyProbe
 
@@ -17,4 +19,6 @@ PROBES: dict[str, type[Probe]] = {
     SubmissionProbe.name: SubmissionProbe,
     EnumerationProbe.name: EnumerationProbe,
     LimitsProbe.name: LimitsProbe,
+    PipeliningProbe.name: PipeliningProbe,
+    SmugglingProbe.name: SmugglingProbe,
 }

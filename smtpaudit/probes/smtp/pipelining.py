@@ -1,0 +1,52 @@
+"""The unauthenticated-pipelining probe: does the server notice commands sent ahead where RFC 2920 forbids it?
+
+One connection: after the greeting, ``EHLO`` and ``NOOP`` go out in a single write. EHLO must
+be the last command of a group (RFC 2920 section 3.1), so a server that checks synchronization
+(Exim's smtp_enforce_sync; Postfix's smtpd_forbid_unauth_pipelining, default from 3.9, or
+reject_unauth_pipelining) refuses or hangs up, while a lax one answers both. The same check is
+the short-term mitigation Postfix recommends against SMTP smuggling. No mail transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Mapping
+
+from smtpaudit.probes.base import ConnectionClosed, ProbeContext, ProbeResult, ReplyTimeout, ServiceUnavailable
+from smtpaudit.probes.smtp.behaviour import run_guarded, short
+from smtpaudit.probes.smtp.client import Reply, SmtpClient, Transcript
+from smtpaudit.targets import Endpoint
+
+
+class PipeliningProbe:
+    name: ClassVar[str] = "smtp.pipelining"
+    intrusive: ClassVar[bool] = False
+    after: ClassVar[tuple[str, ...]] = ()
+
+    async def run(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any]) -> ProbeResult:
+        async def body(result: ProbeResult, transcript: Transcript) -> None:
+            f = result.facts
+            result.connections += 1
+            client = await SmtpClient.open(endpoint, ctx, transcript, conn=0)
+            try:
+                greeting = await client.read_greeting()
+                if greeting.code != 220:
+                    raise ServiceUnavailable(f"{endpoint.id}: greeting {greeting.code} {greeting.text[:200]}")
+                await client.send_raw(f"EHLO {ctx.ehlo_name}\r\nNOOP\r\n".encode(), shown=f"EHLO {ctx.ehlo_name} + NOOP  [one write]")
+                replies: list[Reply] = []
+                closed = False
+                try:
+                    while len(replies) < 2:
+                        replies.append(await client.read_reply(timeout=min(ctx.timeouts.command, 10.0)))
+                        if replies[-1].code >= 400:
+                            break
+                except (ConnectionClosed, ReplyTimeout):
+                    closed = True
+                f["smtp.pipelining.advertised"] = bool(replies) and replies[0].code == 250 and any(
+                    ln.split()[:1] == ["PIPELINING"] for ln in (x.upper() for x in replies[0].lines[1:]))
+                f["smtp.pipelining.replies"] = [{"code": r.code, "text": short(r, 120)} for r in replies]
+                f["smtp.pipelining.closed"] = closed
+                f["smtp.pipelining.unauth_accepted"] = len(replies) == 2 and all(r.positive for r in replies)
+            finally:
+                await client.quit()
+
+        return await run_guarded(self.name, ctx, body)
