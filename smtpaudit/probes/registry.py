@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from smtpaudit.probes.base import Probe
+from smtpaudit.probes.smtp.auththrottle import AuthThrottleProbe
+from smtpaudit.probes.smtp.connlimit import ConnLimitProbe
 from smtpaudit.probes.smtp.enumeration import EnumerationProbe
 from smtpaudit.probes.smtp.limits import LimitsProbe
 from smtpaudit.probes.smtp.pipelining import PipeliningProbe
@@ -21,4 +23,6 @@ PROBES: dict[str, type[Probe]] = {
     LimitsProbe.name: LimitsProbe,
     PipeliningProbe.name: PipeliningProbe,
     SmugglingProbe.name: SmugglingProbe,
+    ConnLimitProbe.name: ConnLimitProbe,
+    AuthThrottleProbe.name: AuthThrottleProbe,
 }

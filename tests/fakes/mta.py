@@ -160,6 +160,7 @@ class FakeMta:
                 elif verb == "AUTH":
                     ok = await self._auth(arg, readline, send, st)
                     if not ok and self.auth_fail_limit is not None and st["auth_fail"] >= self.auth_fail_limit:
+                        # the failure that reaches the limit is answered with 421 instead of 535
                         await send(b"421 4.7.0 Too many authentication failures\r\n")
                         return
                 elif verb == "MAIL":
@@ -268,7 +269,8 @@ class FakeMta:
             await send(b"235 2.7.0 Authentication successful\r\n")
             return True
         st["auth_fail"] += 1
-        await send(b"535 5.7.8 Error: authentication failed\r\n")
+        if self.auth_fail_limit is None or st["auth_fail"] < self.auth_fail_limit:
+            await send(b"535 5.7.8 Error: authentication failed\r\n")
         return False
 
     async def _data(self, reader: asyncio.StreamReader, raw: bytearray, send) -> bool:  # type: ignore[no-untyped-def]
