@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--role", choices=[r.value for r in Role], help="override the role implied by the port")
     scan.add_argument("--ehlo-name", default="smtpaudit.example.net", help="name sent in EHLO/HELO (default: %(default)s)")
     scan.add_argument("--intrusive", action="store_true", help="allow intrusive probes (bursts, smuggling); off by default")
+    b = scan.add_argument_group("behaviour tests")
+    b.add_argument("--relay-domain", metavar="DOMAIN", help="external domain for relay tests (default: relaytest.invalid, which cannot exist)")
+    b.add_argument("--auth-user", metavar="USER", help="account for AUTH tests on submission endpoints (tried over TLS only)")
+    b.add_argument("--auth-password", metavar="PASSWORD", help="its password (better: environment variable SMTPAUDIT_AUTH_PASSWORD); always redacted")
+    b.add_argument("--smuggling-rcpt", metavar="ADDRESS", help="the one recipient of SMTP smuggling tests (default: postmaster@<server's domain>)")
     g = scan.add_argument_group("timing and politeness")
     g.add_argument("--timeout", type=float, default=180.0, metavar="S", help="overall deadline per endpoint (default: %(default)s)")
     g.add_argument("--connect-timeout", type=float, default=10.0, metavar="S")
@@ -187,6 +192,43 @@ def exit_code_for(report: dict[str, Any], fail_on: str) -> int:
     return EXIT_OK
 
 
+def _behaviour_options(args: argparse.Namespace) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Probe options for the relay/submission/smuggling probes; the AUTH password is also a secret to redact."""
+    password = args.auth_password or os.environ.get("SMTPAUDIT_AUTH_PASSWORD") or None
+    if password and not args.auth_user:
+        raise UsageError("--auth-password / SMTPAUDIT_AUTH_PASSWORD needs --auth-user")
+    if args.auth_user and not password:
+        raise UsageError("--auth-user needs a password: --auth-password or SMTPAUDIT_AUTH_PASSWORD")
+    opts: dict[str, Any] = {}
+    if args.relay_domain:
+        opts["relay_domain"] = args.relay_domain.strip().lower()
+    if args.smuggling_rcpt:
+        if "@" not in args.smuggling_rcpt or any(c in args.smuggling_rcpt for c in "<>\r\n "):
+            raise UsageError(f"--smuggling-rcpt {args.smuggling_rcpt!r}: expected a plain address such as postmaster@example.org")
+        opts["smuggling_rcpt"] = args.smuggling_rcpt
+    if args.auth_user:
+        opts["auth_user"] = args.auth_user
+        opts["auth_password"] = password
+    return opts, ((password,) if password else ())
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """The report records argv: never with the AUTH password in it."""
+    out, hide = [], False
+    for arg in argv:
+        if hide:
+            out.append("[redacted]")
+            hide = False
+        elif arg == "--auth-password":
+            out.append(arg)
+            hide = True
+        elif arg.startswith("--auth-password="):
+            out.append("--auth-password=[redacted]")
+        else:
+            out.append(arg)
+    return out
+
+
 def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
     from smtpaudit.scan import ScanOptions, build_report, drop_intrusive, now_iso, run_scan
     from smtpaudit.engine.planner import probes_needed
@@ -201,7 +243,10 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
         rules, skipped_rules = drop_intrusive(rules, catalog)
         if not rules:
             raise UsageError("every selected rule needs an intrusive probe: add --intrusive")
+    probe_options, secrets = _behaviour_options(args)
     options = ScanOptions(
+        probe_options=probe_options,
+        secrets=secrets,
         ehlo_name=args.ehlo_name,
         timeouts=Timeouts(connect=args.connect_timeout, greeting=args.greeting_timeout, command=args.command_timeout,
                           endpoint=args.timeout),
@@ -231,11 +276,12 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
         started=started,
         finished=now_iso(),
         duration=time.monotonic() - t0,
-        argv=argv,
+        argv=redact_argv(argv),
         options={
             "ehlo_name": args.ehlo_name, "intrusive": args.intrusive, "fail_on": args.fail_on,
             "timeouts": vars(options.timeouts), "concurrency": args.concurrency, "per_host": args.per_host,
-            "targets_files": args.targets_file,
+            "targets_files": args.targets_file, "relay_domain": args.relay_domain, "smuggling_rcpt": args.smuggling_rcpt,
+            "auth_user": args.auth_user, "auth_password": "[redacted]" if secrets else None,
         },
         probes_run=probes_run,
         catalog=catalog,

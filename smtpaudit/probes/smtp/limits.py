@@ -173,7 +173,7 @@ class LimitsProbe:
             codes = [r.code for r in replies]
             rejected = (not codes) or codes[0] != 220 or len(codes) < 2 or not (200 <= codes[1] < 300)
             f["smtp.limits.early_talker_rejected"] = rejected
-            f["smtp.limits.early_talker_reply"] = " | ".join(f"{r.code} {short(r, 100)}" for r in replies) or "connection closed"
+            f["smtp.limits.early_talker_reply"] = " | ".join(f"{r.code} {(r.lines[0] if r.lines else '')[:100]}" for r in replies) or "connection closed"
         finally:
             await client.quit()
 
