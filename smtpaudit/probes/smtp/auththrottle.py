@@ -35,7 +35,7 @@ class AuthThrottleProbe:
         async def body(result: ProbeResult, transcript: Transcript) -> None:
             await self._observe(endpoint, ctx, result, transcript)
 
-        return await run_guarded(self.name, ctx, body)
+        return await run_guarded(self.name, ctx, body, prior)
 
     async def _observe(self, endpoint: Endpoint, ctx: ProbeContext, result: ProbeResult, transcript: Transcript) -> None:
         f = result.facts

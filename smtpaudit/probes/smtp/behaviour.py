@@ -127,13 +127,36 @@ def short(reply: Reply | None, limit: int = 200) -> str | None:
     return None if reply is None else reply.text[:limit]
 
 
+def session_failed(prior: Mapping[str, Any]) -> str | None:
+    """Why the smtp.session probe found the server unusable, or None.
+
+    Inside a scan ``prior`` always holds the endpoint facts and, once smtp.session ran, the greeting
+    code; without a 220 greeting every further connection would only wait for the same timeouts.
+    """
+    if "endpoint.host" not in prior:
+        return None  # run on its own (tests, library use): nothing to go by
+    code = prior.get("smtp.greeting.code")
+    if code == 220:
+        return None
+    return f"the smtp.session probe got no usable greeting ({code if code is not None else 'no connection'})"
+
+
 async def run_guarded(
     name: str,
     ctx: ProbeContext,
     body: Callable[[ProbeResult, Transcript], Awaitable[None]],
+    prior: Mapping[str, Any] | None = None,
 ) -> ProbeResult:
-    """Run ``body`` and turn any ProbeError into an error result that keeps the facts gathered so far."""
+    """Run ``body`` and turn any ProbeError into an error result that keeps the facts gathered so far.
+
+    When the session probe already found the endpoint unusable, nothing is sent and the result is
+    ``skipped`` (the rules then say why they were not evaluated).
+    """
     result = ProbeResult(probe=name)
+    why = session_failed(prior or {})
+    if why:
+        result.status, result.error_reason, result.error_message = "skipped", "endpoint_unusable", why
+        return result
     transcript = Transcript(ctx.secrets)
     started = time.monotonic()
     try:

@@ -38,7 +38,7 @@ def _int_option(ctx: ProbeContext, key: str, default: int, maximum: int) -> int:
 class ConnLimitProbe:
     name: ClassVar[str] = "smtp.connlimit"
     intrusive: ClassVar[bool] = True
-    after: ClassVar[tuple[str, ...]] = ()
+    after: ClassVar[tuple[str, ...]] = ("smtp.session",)
 
     async def run(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any]) -> ProbeResult:
         async def body(result: ProbeResult, transcript: Transcript) -> None:
@@ -50,7 +50,7 @@ class ConnLimitProbe:
                 await asyncio.sleep(PAUSE)
             await self._rate(endpoint, ctx, result, transcript, seconds)
 
-        return await run_guarded(self.name, ctx, body)
+        return await run_guarded(self.name, ctx, body, prior)
 
     async def _greet(self, endpoint: Endpoint, ctx: ProbeContext, transcript: Transcript, conn: int) -> tuple[SmtpClient | None, str, int | None, str | None, float]:
         """Connect and read the greeting: (client if greeted, outcome, code, text, seconds)."""

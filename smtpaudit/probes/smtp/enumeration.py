@@ -45,7 +45,7 @@ class EnumerationProbe:
         async def body(result: ProbeResult, transcript: Transcript) -> None:
             await self._observe(endpoint, ctx, prior, result, transcript)
 
-        return await run_guarded(self.name, ctx, body)
+        return await run_guarded(self.name, ctx, body, prior)
 
     async def _observe(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any], result: ProbeResult, transcript: Transcript) -> None:
         f = result.facts

@@ -20,7 +20,7 @@ from smtpaudit.targets import Endpoint
 class PipeliningProbe:
     name: ClassVar[str] = "smtp.pipelining"
     intrusive: ClassVar[bool] = False
-    after: ClassVar[tuple[str, ...]] = ()
+    after: ClassVar[tuple[str, ...]] = ("smtp.session",)
 
     async def run(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any]) -> ProbeResult:
         async def body(result: ProbeResult, transcript: Transcript) -> None:
@@ -49,4 +49,4 @@ class PipeliningProbe:
             finally:
                 await client.quit()
 
-        return await run_guarded(self.name, ctx, body)
+        return await run_guarded(self.name, ctx, body, prior)

@@ -67,7 +67,7 @@ class SubmissionProbe:
         async def body(result: ProbeResult, transcript: Transcript) -> None:
             await self._observe(endpoint, ctx, prior, result, transcript)
 
-        return await run_guarded(self.name, ctx, body)
+        return await run_guarded(self.name, ctx, body, prior)
 
     async def _observe(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any], result: ProbeResult, transcript: Transcript) -> None:
         f = result.facts
@@ -79,6 +79,8 @@ class SubmissionProbe:
             f[f"smtp.submission.{name}"] = None
         f["smtp.submission.auth_tested"] = False
         if not checked:
+            result.status, result.error_reason = "skipped", "not_applicable"
+            result.error_message = "not a submission endpoint (use --role submission to check it as one)"
             return
         domain = relay_domain(ctx)
         sender, recipient = f"smtpaudit@{domain}", f"relaytest@{domain}"
