@@ -22,7 +22,8 @@ from smtpaudit.engine.rules import Rule
 from smtpaudit.engine.scoring import FORMULA, ScoredFinding, score_endpoint
 from smtpaudit.engine.severity import SEVERITIES
 from smtpaudit.probes.base import Limits, ProbeContext, ProbeResult, Timeouts
-from smtpaudit.probes.registry import PROBES
+from smtpaudit.probes.dns.expand import domain_groups, expand_domains
+from smtpaudit.probes.registry import DOMAIN_PROBES, PROBES
 from smtpaudit.targets import Endpoint
 
 SCHEMA_VERSION = "1.0"
@@ -206,6 +207,10 @@ async def run_scan(
     fact_probe = {name: spec.probe for name, spec in catalog.facts.items()}
     after = {name: getattr(cls, "after", ()) for name, cls in PROBES.items()}
     probe_names = probes_needed(rules.values(), fact_probe, after, always=("smtp.session",))
+    # Domain targets: DNS-only probes on the domain entry, then one MX endpoint per MX host.
+    endpoints = await expand_domains(endpoints, options.probe_options)
+    domain_probes = [p for p in probe_names if p in DOMAIN_PROBES]
+    host_probes = [p for p in probe_names if p not in DOMAIN_PROBES]
     global_slots = asyncio.Semaphore(max(1, options.concurrency))
     host_locks: dict[str, asyncio.Semaphore] = {}
     conn_slots: dict[str, asyncio.Semaphore] = {}
@@ -214,7 +219,8 @@ async def run_scan(
         host_sem = host_locks.setdefault(ep.host, asyncio.Semaphore(max(1, options.per_host)))
         slots = conn_slots.setdefault(ep.host, asyncio.Semaphore(max(1, options.per_host)))
         async with global_slots, host_sem:
-            entry = await scan_endpoint(ep, probe_names, options, slots)
+            names = domain_probes if ep.role.value == "domain" else host_probes
+            entry = await scan_endpoint(ep, names, options, slots)
         judge_endpoint(entry, rules, catalog)
         if progress:
             progress(ep.id, entry)
@@ -287,5 +293,6 @@ def build_report(
         },
         "scoring": {"formula": FORMULA},
         "summary": summarize(entries),
+        "domains": domain_groups(entries),
         "endpoints": entries,
     }

@@ -266,7 +266,9 @@ class DaneProbe(_DnsProbe):
     async def observe(self, endpoint, ctx, prior, client, facts):
         host = endpoint.host.rstrip(".").lower()
         validator = _validator(client, ctx)
-        qname = f"_{endpoint.port}._tcp.{host}"
+        # RFC 7672: an MX is always reached on port 25, whatever port this scan uses for it.
+        port = 25 if str(endpoint.role) == "mx" else endpoint.port
+        qname = f"_{port}._tcp.{host}"
         lk = await client.query(qname, "TLSA")
         records = [dane.record_dict(r.usage, r.selector, r.mtype, r.cert) for r in lk.rrset] if lk.ok and lk.rrset else []
         facts["dane.tlsa.name"] = qname
