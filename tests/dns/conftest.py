@@ -47,3 +47,16 @@ def run_probe(probe: Any, target: str, options: dict[str, Any], prior: dict[str,
     """Run one probe against ``target`` (a host or domain) and return its ProbeResult."""
     ctx = ProbeContext(options=options, timeouts=Timeouts(connect=3, command=3, tls=5, endpoint=60), **ctx_kwargs)
     return asyncio.run(probe.run(parse_target(target), ctx, prior or {}))
+
+
+@pytest.fixture(scope="session")
+def lab_pki(tmp_path_factory: pytest.TempPathFactory):
+    """A CA and a leaf (no DNS server needed): (leaf_pem, ca_pem, leaf_cert, ca_cert)."""
+    from tests.lab.dns_lab import Pki
+
+    d = tmp_path_factory.mktemp("pki")
+    pki = Pki.create(d)
+    cert_file, _key, leaf = pki.issue(d, "leaf", ["mx.example.org"])
+    text = cert_file.read_text()
+    leaf_pem = text[: text.index("-----END CERTIFICATE-----") + 25] + "\n"
+    return leaf_pem, pki.ca_file.read_text(), leaf, pki.ca_cert

@@ -293,9 +293,12 @@ class DaneProbe(_DnsProbe):
             facts["dane.chain.source"] = "tls"
         elif ctx.options.get("dane_fetch_chain", True):
             facts["dane.chain.source"] = "handshake"
+            # Connect to the address the configured DNS gives (the lab resolver, not the system's).
+            addrs = await mx.addresses(client, host)
+            target = (addrs.ipv4 + addrs.ipv6 or [endpoint.host])[0]
             try:
                 chain = await dane.fetch_chain(
-                    endpoint.host, endpoint.port, host, ehlo=ctx.ehlo_name, timeout=ctx.timeouts.tls,
+                    target, endpoint.port, host, ehlo=ctx.ehlo_name, timeout=ctx.timeouts.tls,
                     starttls=str(endpoint.mode) == "starttls",
                 )
             except Exception as exc:  # connection or TLS failure: a fact, not a crash
