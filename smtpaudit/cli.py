@@ -213,7 +213,7 @@ def _dns_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
-    from smtpaudit.scan import ScanOptions, build_report, now_iso, run_scan
+    from smtpaudit.scan import ScanOptions, build_report, drop_intrusive, now_iso, run_scan
     from smtpaudit.engine.planner import probes_needed
     from smtpaudit.probes.registry import PROBES
 
@@ -221,6 +221,11 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
     endpoints = _collect_targets(args)
     rules, dirs, policy = load_ruleset(args)
     catalog = load_catalog()
+    skipped_rules: list[dict[str, str]] = []
+    if not args.intrusive:
+        rules, skipped_rules = drop_intrusive(rules, catalog)
+        if not rules:
+            raise UsageError("every selected rule needs an intrusive probe: add --intrusive")
     options = ScanOptions(
         ehlo_name=args.ehlo_name,
         timeouts=Timeouts(connect=args.connect_timeout, greeting=args.greeting_timeout, command=args.command_timeout,
@@ -261,6 +266,7 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
         },
         probes_run=probes_run,
         catalog=catalog,
+        skipped_rules=skipped_rules,
     )
     _write(report, args)
     return exit_code_for(report, args.fail_on)
