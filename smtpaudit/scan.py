@@ -189,8 +189,11 @@ async def scan_endpoint(endpoint: Endpoint, probe_names: list[str], options: Sca
             results.append(ProbeResult(probe=name, status="error", error_reason="deadline",
                                        error_message=f"endpoint deadline of {options.timeouts.endpoint:g}s reached"))
     status, error = "scanned", None
-    primary = results[0] if results else None
-    if primary is not None and primary.status == "error" and primary.error_reason in UNREACHABLE_REASONS and not any(r.status == "ok" for r in results):
+    # The primary probe is the first one that talks to the server (DNS probes run first by name).
+    network = [r for r in results if not r.probe.startswith("dns.") and r.status != "skipped"] or results
+    primary = network[0] if network else None
+    if primary is not None and primary.status == "error" and primary.error_reason in UNREACHABLE_REASONS and not any(r.status == "ok" for r in results if not r.probe.startswith("dns.")):
+        # DNS probes succeed without the server; they do not make an unreachable endpoint scanned.
         status, error = "failed", primary.error_message
     elif any(r.status == "error" for r in results):
         status = "partial"

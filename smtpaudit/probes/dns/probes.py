@@ -261,7 +261,9 @@ class DnsHostProbe(_DnsProbe):
 
 class DaneProbe(_DnsProbe):
     name = "dns.dane"
-    after = ("tls.cert",)
+    # Reads tls.cert.chain_pem when present; add the TLS probe's name here once it is registered,
+    # so it runs first (until then the chain comes from this probe's own STARTTLS handshake).
+    after = ("smtp.session",)
 
     async def observe(self, endpoint, ctx, prior, client, facts):
         host = endpoint.host.rstrip(".").lower()
