@@ -15,6 +15,7 @@ Domain probes take the domain from ``endpoint.domain`` when the target model has
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from typing import Any, Mapping
 
@@ -33,6 +34,22 @@ def domain_of(endpoint: Endpoint) -> str:
 
 def _clip(texts: list[str]) -> list[str]:
     return [t[:MAX_TEXT] for t in texts]
+
+
+def _ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def _local_literal(host: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_link_local or ip.is_unspecified
 
 
 class _DnsProbe:
@@ -222,6 +239,16 @@ class DnsHostProbe(_DnsProbe):
 
     async def observe(self, endpoint, ctx, prior, client, facts):
         host = endpoint.host.rstrip(".").lower()
+        if _local_literal(host):
+            # A loopback/link-local literal has no public DNS: asking would only leak the query
+            # to whatever resolver the machine has.
+            facts.update({
+                "dns.host.name": host, "dns.host.address_status": "ok", "dns.host.addresses": [host],
+                "dns.host.ptr": {}, "dns.host.ptr_missing": [], "dns.host.fcrdns_failed": [], "dns.host.ptr_names": [],
+                "dns.host.ptr_matches_host": None, "dns.host.ptr_matches_banner": None, "dns.host.zone": None,
+                "dns.host.dnssec": None, "dns.host.dnssec_reason": "local address: public DNS does not apply",
+            })
+            return
         validator = _validator(client, ctx)
         a = await mx.addresses(client, host)
         ips = a.ipv4 + a.ipv6
@@ -267,6 +294,16 @@ class DaneProbe(_DnsProbe):
 
     async def observe(self, endpoint, ctx, prior, client, facts):
         host = endpoint.host.rstrip(".").lower()
+        if _ip_literal(host):
+            # TLSA records hang off host names (RFC 7672 section 2.2); an address has none to look up.
+            facts.update({
+                "dane.tlsa.name": None, "dane.tlsa.lookup_status": "not_applicable", "dane.tlsa.records": [],
+                "dane.tlsa.present": False, "dane.tlsa.usages": [], "dane.tlsa.pkix_usages": [],
+                "dane.tlsa.dnssec": None, "dane.tlsa.dnssec_reason": "target is an IP address", "dane.tlsa.zone_dnssec": None,
+                "dane.chain.source": None, "dane.chain.error": None, "dane.match.any": None, "dane.match.unmatched": None,
+                "dane.cert.days_left": None, "dane.rollover_ready": None, "dane.match.results": [],
+            })
+            return
         validator = _validator(client, ctx)
         # RFC 7672: an MX is always reached on port 25, whatever port this scan uses for it.
         port = 25 if str(endpoint.role) == "mx" else endpoint.port
