@@ -1,0 +1,12 @@
+"""The explicit probe registry: probe name (as in smtpaudit/facts/<name>.toml) -> probe class."""
+
+from __future__ import annotations
+
+from smtpaudit.probes.base import Probe
+from smtpaudit.probes.smtp.session import SessionProbe
+from smtpaudit.probes.smtp.vrfy import VrfyProbe
+
+PROBES: dict[str, type[Probe]] = {
+    SessionProbe.name: SessionProbe,
+    VrfyProbe.name: VrfyProbe,
+}
