@@ -167,7 +167,10 @@ class FakeTls:
         raw = await read_client_hello(reader)
         ch = codec.parse_client_hello(raw)
         self.seen.append(ch)
-        writer.write(self.answer(ch))
+        answer = self.answer(ch)
+        if not answer:
+            return  # hang up, as most servers do on a hello they cannot parse
+        writer.write(answer)
         await writer.drain()
         await asyncio.wait_for(reader.read(1), 5)  # until the scanner hangs up
 

@@ -476,13 +476,27 @@ class FlightParser:
         self.max_bytes = max_bytes
         self.total = 0
         self.record_version: int | None = None
+        self.error: Malformed | None = None
 
     def feed(self, data: bytes) -> list[object]:
+        """Parse what arrived. If bytes after a complete event are malformed, the complete events
+        are returned first and the error is kept in ``error`` and raised by the next ``feed``."""
+        if self.error is not None:
+            raise self.error
         self.total += len(data)
         if self.total > self.max_bytes:
             raise Malformed("too_large", f"server sent more than {self.max_bytes} bytes")
         self.buf += data
         events: list[object] = []
+        try:
+            self._drain(events)
+        except Malformed as exc:
+            if not events:
+                raise
+            self.error = exc
+        return events
+
+    def _drain(self, events: list[object]) -> None:
         while True:
             if self.framing is None:
                 if not self.buf:
@@ -497,7 +511,6 @@ class FlightParser:
             if ev is None:
                 break
             events.extend(ev)
-        return events
 
     def _sniff(self) -> str | None:
         first = self.buf[0]
@@ -505,11 +518,8 @@ class FlightParser:
             return "tls"
         if first & 0x80 and self.expect_sslv2:
             return "sslv2"
-        if first & 0x80 and len(self.buf) >= 3 and self.buf[2] in (0, 4):
-            return "sslv2"
-        if first & 0x80 and len(self.buf) < 3:
-            return None
-        raise Malformed("garbage", f"first byte 0x{first:02X} is not a TLS record type")
+        # An SSLv2 answer to a TLS hello (or anything else) is not something we asked for.
+        raise Malformed("garbage", f"first byte 0x{first:02X} is not a TLS record type: {bytes(self.buf[:16])!r}")
 
     def _next_record(self) -> list[object] | None:
         if len(self.buf) < 5:
@@ -591,3 +601,91 @@ def parse_sslv2_message(msg: bytes) -> SSLv2ServerHello | SSLv2Error:
     conn_id = r.take(conn_id_len)
     specs = [int.from_bytes(specs_raw[i : i + 3], "big") for i in range(0, len(specs_raw), 3)]
     return SSLv2ServerHello(hit, cert_type, version, cert, specs, conn_id)
+
+
+# --------------------------------------------------------------------------- client side, parsed
+# Used by the in-process fake servers of the test suite (and handy when reading captures).
+
+
+@dataclass
+class ClientHello:
+    version: int
+    random: bytes
+    session_id: bytes
+    suites: list[int]
+    compression: list[int]
+    extensions: dict[int, bytes]
+    sslv2: bool = False
+
+    @property
+    def supported_versions(self) -> list[int]:
+        data = self.extensions.get(EXT_SUPPORTED_VERSIONS)
+        if not data:
+            return []
+        r = _Reader(data, "supported_versions")
+        inner = _Reader(r.vec8(), "supported_versions list")
+        return [inner.u16() for _ in range(inner.remaining // 2)]
+
+    @property
+    def groups(self) -> list[int]:
+        data = self.extensions.get(EXT_SUPPORTED_GROUPS)
+        if not data:
+            return []
+        inner = _Reader(_Reader(data, "supported_groups").vec16(), "groups")
+        return [inner.u16() for _ in range(inner.remaining // 2)]
+
+    @property
+    def key_share_groups(self) -> list[int] | None:
+        data = self.extensions.get(EXT_KEY_SHARE)
+        if data is None:
+            return None
+        inner = _Reader(_Reader(data, "key_share").vec16(), "client_shares")
+        out = []
+        while inner.remaining:
+            out.append(inner.u16())
+            inner.vec16()
+        return out
+
+    @property
+    def server_name(self) -> str | None:
+        data = self.extensions.get(EXT_SERVER_NAME)
+        if not data:
+            return None
+        inner = _Reader(_Reader(data, "server_name").vec16(), "server_name_list")
+        if inner.u8() != 0:
+            return None
+        return inner.vec16().decode("ascii", "replace")
+
+
+def parse_client_hello(data: bytes) -> ClientHello:
+    """Parse a whole ClientHello as it came off the wire (one or more records, or SSLv2 framing)."""
+    if data and data[0] & 0x80:
+        length = ((data[0] & 0x7F) << 8) | data[1]
+        r = _Reader(data[2 : 2 + length], "SSLv2 CLIENT-HELLO")
+        if r.u8() != 1:
+            raise Malformed("garbage", "not an SSLv2 CLIENT-HELLO")
+        version = r.u16()
+        specs_len, sid_len, chal_len = r.u16(), r.u16(), r.u16()
+        specs = r.take(specs_len)
+        sid = r.take(sid_len)
+        challenge = r.take(chal_len)
+        codes = [int.from_bytes(specs[i : i + 3], "big") for i in range(0, len(specs), 3)]
+        return ClientHello(version, challenge, sid, codes, [0], {}, sslv2=True)
+    parser = FlightParser()
+    msgs = [e for e in parser.feed(data) if isinstance(e, HandshakeMessage)]
+    if not msgs or msgs[0].msg_type != HT_CLIENT_HELLO:
+        raise Malformed("truncated", "no complete ClientHello")
+    r = _Reader(msgs[0].body, "ClientHello")
+    version = r.u16()
+    random = r.take(32)
+    session_id = r.vec8()
+    suites_raw = r.vec16()
+    suites = [struct.unpack("!H", suites_raw[i : i + 2])[0] for i in range(0, len(suites_raw) - 1, 2)]
+    compression = list(r.vec8())
+    extensions: dict[int, bytes] = {}
+    if r.remaining:
+        block = _Reader(r.vec16(), "ClientHello extensions")
+        while block.remaining:
+            etype = block.u16()
+            extensions[etype] = block.vec16()
+    return ClientHello(version, random, session_id, suites, compression, extensions)

@@ -194,3 +194,7 @@ async def exchange(
                 if got_hello and out.server_hello is not None:
                     return finish(HELLO, f"malformed {ev.msg_type} after ServerHello ({exc})")
                 return finish(GARBAGE, str(exc))
+        if parser.error is not None:
+            if got_hello:
+                return finish(HELLO, f"unparsable data after ServerHello ({parser.error})")
+            return finish(GARBAGE, str(parser.error))
