@@ -383,6 +383,10 @@ class TlsScanner:
             return True, out.describe()
         if out.kind == wire.HELLO:
             return False, out.describe()
+        if out.rejected:
+            # Some stacks hang up instead of sending inappropriate_fallback. The same hello without
+            # the SCSV was accepted during enumeration, so the refusal is the SCSV's doing.
+            return True, out.describe() + " (refused without the inappropriate_fallback alert)"
         return None, out.describe()
 
     async def compression(self, protocol: str) -> tuple[bool | None, str]:
