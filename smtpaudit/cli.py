@@ -188,7 +188,7 @@ def exit_code_for(report: dict[str, Any], fail_on: str) -> int:
 
 
 def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
-    from smtpaudit.scan import ScanOptions, build_report, now_iso, run_scan
+    from smtpaudit.scan import ScanOptions, build_report, drop_intrusive, now_iso, run_scan
     from smtpaudit.engine.planner import probes_needed
     from smtpaudit.probes.registry import PROBES
 
@@ -196,6 +196,11 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
     endpoints = _collect_targets(args)
     rules, dirs, policy = load_ruleset(args)
     catalog = load_catalog()
+    skipped_rules: list[dict[str, str]] = []
+    if not args.intrusive:
+        rules, skipped_rules = drop_intrusive(rules, catalog)
+        if not rules:
+            raise UsageError("every selected rule needs an intrusive probe: add --intrusive")
     options = ScanOptions(
         ehlo_name=args.ehlo_name,
         timeouts=Timeouts(connect=args.connect_timeout, greeting=args.greeting_timeout, command=args.command_timeout,
@@ -234,6 +239,7 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
         },
         probes_run=probes_run,
         catalog=catalog,
+        skipped_rules=skipped_rules,
     )
     _write(report, args)
     return exit_code_for(report, args.fail_on)

@@ -13,4 +13,5 @@ def builtin_rules_dir() -> Path:
     repo = Path(__file__).resolve().parent.parent / "rules"
     if repo.is_dir():
         return repo
-    return Path(__file__).resolve().parent / "rules"
+    # Installed from a wheel: pyproject.toml packs rules/ as smtpaudit._rules.
+    return Path(__file__).resolve().parent / "_rules"

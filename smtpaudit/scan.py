@@ -42,6 +42,22 @@ class ScanOptions:
     secrets: tuple[str, ...] = ()
 
 
+def drop_intrusive(rules: Mapping[str, Rule], catalog: Catalog) -> tuple[dict[str, Rule], list[dict[str, str]]]:
+    """Without --intrusive, rules that need an intrusive probe are left out (and listed), not 'not evaluated'.
+
+    A default scan must not look incomplete merely because the user did not opt in to bursts.
+    """
+    kept: dict[str, Rule] = {}
+    skipped: list[dict[str, str]] = []
+    for rid, rule in rules.items():
+        intrusive = sorted({catalog.facts[f].probe for f in rule.facts if catalog.probes[catalog.facts[f].probe].intrusive})
+        if intrusive:
+            skipped.append({"rule_id": rid, "reason": f"needs intrusive probe(s) {', '.join(intrusive)}; run with --intrusive"})
+        else:
+            kept[rid] = rule
+    return kept, skipped
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -262,6 +278,7 @@ def build_report(
     options: dict[str, Any],
     probes_run: list[str],
     catalog: Catalog,
+    skipped_rules: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     digest = hashlib.sha256()
     for rid in sorted(rules):
@@ -279,6 +296,7 @@ def build_report(
             "digest": digest.hexdigest()[:16],
             "policy": policy,
             "rules": {rid: rules[rid].summary() for rid in sorted(rules)},
+            "skipped_rules": skipped_rules or [],
         },
         "probes": {
             name: {"intrusive": catalog.probes[name].intrusive if name in catalog.probes else False,

@@ -116,14 +116,17 @@ def parse_rule(data: Mapping[str, Any], path: Path, known_facts: Mapping[str, st
     for key in data:
         if key not in _TOP_KEYS:
             raise RuleError(path, key, f"unknown key (allowed: {', '.join(_TOP_KEYS)})")
+    # Wrong values of keys that are present say more than keys that are missing: report them first.
     for key, (required, types, want) in _TOP_KEYS.items():
-        if key not in data:
-            if required:
-                raise RuleError(path, key, f"missing required key ({want})")
-            continue
-        value = data[key]
-        if not isinstance(value, types) or isinstance(value, bool):
+        if key in data and (not isinstance(data[key], types) or isinstance(data[key], bool)):
             raise _type_error(path, key, want)
+    if data.get("severity", SEVERITIES[0]) not in SEVERITIES:
+        raise _type_error(path, "severity", _TOP_KEYS["severity"][2])
+    if data.get("confidence", CONFIDENCES[0]) not in CONFIDENCES:
+        raise _type_error(path, "confidence", _TOP_KEYS["confidence"][2])
+    for key, (required, types, want) in _TOP_KEYS.items():
+        if required and key not in data:
+            raise RuleError(path, key, f"missing required key ({want})")
     rid = data["id"]
     if not RULE_ID.match(rid):
         raise RuleError(path, "id", f"{rid!r} is not kebab-case (a-z, 0-9, single hyphens)")

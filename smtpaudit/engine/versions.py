@@ -1,7 +1,8 @@
 """Comparing software versions as banners print them, and matching version ranges.
 
-A version is split into numeric and alphabetic runs ("6.6.2p1" -> 6, 6, 2, "p", 1); only the part
-before the first "/" counts ("8.15.2/8.15.2" is Sendmail's binary/config pair). Numbers compare
+A version is split into numeric and alphabetic runs ("6.6.2p1" -> 6, 6, 2, "p", 1), a leading "V"
+is ignored and trailing zero segments dropped ("10.1.0" == "10.1"); a word sorts below a number at
+the same position ("4.97rc1" < "4.97.1"); only the part before the first "/" counts ("8.15.2/8.15.2" is Sendmail's binary/config pair). Numbers compare
 numerically, runs compare left to right, and a longer version with an equal prefix is newer
 ("4.92.1" > "4.92", "6.6.2p1" > "6.6.2"). A range is a comma-separated list of ``op version``
 terms that must all hold (``">=4.87,<4.92"``), ops ``< <= > >= == =``.
@@ -26,13 +27,17 @@ class Version:
 
     def __init__(self, text: str) -> None:
         core = text.strip().split("/", 1)[0]
+        if core[:1] in ("V", "v"):
+            core = core[1:]
         tokens = _TOKEN.findall(core)
         if not tokens or not tokens[0].isdigit():
             raise VersionError(f"not a version: {text!r}")
         self.text = text
-        self.key: tuple[tuple[int, int | str], ...] = tuple(
-            (1, int(t)) if t.isdigit() else (0, t.lower()) for t in tokens
-        )
+        key = [(1, int(t)) if t.isdigit() else (0, t.lower()) for t in tokens]
+        # Trailing zero segments carry no meaning: "10.1.0" is "10.1".
+        while len(key) > 1 and key[-1] == (1, 0):
+            key.pop()
+        self.key: tuple[tuple[int, int | str], ...] = tuple(key)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Version) and self.key == other.key

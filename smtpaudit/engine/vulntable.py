@@ -15,7 +15,9 @@ from smtpaudit.engine.rules import Rule, RuleError
 from smtpaudit.engine.versions import VersionError, parse_range
 
 REMOTE_SURFACES = ("smtp", "smtp-tls", "smtp-auth")
-_REQUIRED = ("id", "product", "title", "summary", "affected", "fixed", "cvss", "attack_surface", "sources")
+_REQUIRED = ("id", "product", "title", "summary", "affected", "fixed", "attack_surface", "sources")
+# When no scorer published a CVSS score (e.g. the 2023 smuggling CVEs), the table's own contract says medium.
+UNSCORED = 5.0
 
 
 def _score(cvss: float, surface: str) -> tuple[float, str]:
@@ -49,11 +51,12 @@ def expand_table(data: Mapping[str, Any], path: Path, known_facts: Mapping[str, 
                 parse_range(r)
             except VersionError as exc:
                 raise RuleError(path, f"{where}.affected", str(exc)) from None
-        if not isinstance(entry["cvss"], (int, float)):
-            raise RuleError(path, f"{where}.cvss", "expected a number")
+        cvss = entry.get("cvss", UNSCORED)
+        if not isinstance(cvss, (int, float)) or isinstance(cvss, bool) or not 0 <= cvss <= 10:
+            raise RuleError(path, f"{where}.cvss", "expected a number 0-10 (omit it when no score was published)")
         vid = str(entry["id"])
         aliases = [str(a) for a in entry.get("aliases", [])]
-        score, severity = _score(entry["cvss"], str(entry["attack_surface"]))
+        score, severity = _score(cvss, str(entry["attack_surface"]))
         fixed = ", ".join(entry["fixed"]) if entry["fixed"] else "no fixed release"
         product = str(entry["product"])
         refs = [{"title": url.split("//", 1)[-1][:80], "url": url} for url in entry["sources"] if isinstance(url, str)]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -64,6 +65,8 @@ class FakeSmtpServer:
     connections: int = 0
     host: str = "127.0.0.1"
     port: int = 0
+    # When set, "STARTTLS" is answered 220 and the connection upgraded (server side) with this context.
+    tls_context: ssl.SSLContext | None = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -100,6 +103,14 @@ class FakeSmtpServer:
                     return
                 line = raw.decode("utf-8", "replace").rstrip("\r\n")
                 lines.append(line)
+                if self.tls_context is not None and line.upper() == "STARTTLS":
+                    writer.write(b"220 2.0.0 Ready to start TLS\r\n")
+                    await writer.drain()
+                    try:
+                        await writer.start_tls(self.tls_context)
+                    except (ssl.SSLError, OSError):
+                        return
+                    continue
                 answer = self.responder(line)
                 if answer is None:
                     return

@@ -17,7 +17,7 @@ VULN_FILE = ROOT / "rules" / "software" / "vulnerable-versions.toml"
 FP_FILE = ROOT / "rules" / "software" / "fingerprints.toml"
 
 PRODUCTS = {"exim", "postfix", "sendmail", "opensmtpd", "haraka", "exchange", "iis-smtp",
-            "hmailserver", "mdaemon", "qmail", "zimbra", "courier"}
+            "hmailserver", "mdaemon", "qmail", "zimbra", "courier", "python-smtpd"}
 SURFACES = {"smtp", "smtp-tls", "smtp-auth", "http", "local", "client"}
 VERIFIED = {"NVD", "vendor advisory", "secondary", "unverified"}
 CVSS_SOURCES = re.compile(r"^(NVD|NVD v2|ADP:CISA|none|CNA:[A-Za-z0-9_-]+)$")

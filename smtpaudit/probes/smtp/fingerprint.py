@@ -1,6 +1,8 @@
-"""Identifying the server software (and version, when disclosed) from banner, EHLO and HELP text.
+"""Identifying the server software (and version, when disclosed) from banner, EHLO and HELP replies.
 
-Pure functions over strings the session probe collected; patterns live in fingerprints.toml.
+Pure functions over reply texts the session probe collected. The patterns are data:
+``rules/software/fingerprints.toml`` (its header states the matching contract: texts are the
+replies with their codes, lines joined by newlines; file order; first match per source wins).
 """
 
 from __future__ import annotations
@@ -11,15 +13,19 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-DATA = Path(__file__).with_name("fingerprints.toml")
+from smtpaudit.paths import builtin_rules_dir
+
 SOURCES = ("banner", "ehlo", "help")
+_FLAGS = {"I": re.IGNORECASE, "M": re.MULTILINE}
 
 
 @dataclass(frozen=True)
 class Pattern:
+    id: str
     product: str
     source: str
     regex: re.Pattern[str]
+    confidence: str
 
 
 @dataclass(frozen=True)
@@ -28,23 +34,39 @@ class Fingerprint:
     version: str | None
     source: str | None
     evidence: str | None
+    pattern_id: str | None = None
 
 
-@lru_cache(maxsize=1)
-def load_patterns(path: Path = DATA) -> tuple[Pattern, ...]:
+def data_path() -> Path:
+    return builtin_rules_dir() / "software" / "fingerprints.toml"
+
+
+@lru_cache(maxsize=4)
+def load_patterns(path: Path | None = None) -> tuple[Pattern, ...]:
+    path = path or data_path()
     data = tomllib.loads(path.read_text(encoding="utf-8"))
     patterns = []
     for entry in data["fingerprint"]:
         if entry["source"] not in SOURCES:
-            raise ValueError(f"{path}: fingerprint source must be one of {SOURCES}")
-        patterns.append(Pattern(entry["product"], entry["source"], re.compile(entry["pattern"])))
+            raise ValueError(f"{path}: fingerprint {entry.get('id')}: source must be one of {SOURCES}")
+        flags = 0
+        for f in entry.get("flags", []):
+            flags |= _FLAGS[f]
+        patterns.append(Pattern(entry["id"], entry["product"], entry["source"], re.compile(entry["pattern"], flags), entry.get("confidence", "firm")))
     return tuple(patterns)
 
 
-def identify(banner: str | None, ehlo: str | None, help_text: str | None) -> Fingerprint:
-    """Best identification: a match with a version beats one without; banner beats EHLO beats HELP."""
+def reply_text(code: int | None, lines: list[str]) -> str:
+    """Rebuild the on-the-wire form (``220-first``/``220 last``) the patterns are written against."""
+    if code is None:
+        return ""
+    return "\n".join(f"{code}{'-' if i < len(lines) - 1 else ' '}{line}" for i, line in enumerate(lines))
+
+
+def identify(banner: str, ehlo: str, help_text: str) -> Fingerprint:
+    """Best identification: a firm match with a version beats one without; banner, then EHLO, then HELP."""
     texts = {"banner": banner or "", "ehlo": ehlo or "", "help": help_text or ""}
-    best: Fingerprint | None = None
+    found: list[Fingerprint] = []
     for source in SOURCES:
         text = texts[source][:8192]
         if not text:
@@ -53,14 +75,14 @@ def identify(banner: str | None, ehlo: str | None, help_text: str | None) -> Fin
             if pattern.source != source:
                 continue
             m = pattern.regex.search(text)
-            if not m:
-                continue
-            version = m.groupdict().get("version")
-            line = next((ln for ln in text.splitlines() if m.group(0).splitlines()[0] in ln), m.group(0))
-            found = Fingerprint(pattern.product, version, source, line[:300])
-            if best is None or (version and not best.version and best.product in (None, pattern.product)):
-                best = found
-            if version:
-                return best
-            break
-    return best or Fingerprint(None, None, None, None)
+            if m:
+                version = m.groupdict().get("version") or None
+                line_start = text.rfind("\n", 0, m.start()) + 1
+                line_end = text.find("\n", m.start())
+                evidence = text[line_start: line_end if line_end >= 0 else None][:300]
+                found.append(Fingerprint(pattern.product, version, source, evidence, pattern.id))
+                break
+    with_version = [f for f in found if f.version]
+    if with_version:
+        return with_version[0]
+    return found[0] if found else Fingerprint(None, None, None, None)

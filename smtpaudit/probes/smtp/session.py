@@ -22,7 +22,7 @@ from smtpaudit.probes.base import (
 )
 from smtpaudit.probes.smtp.client import Reply, SmtpClient, Transcript
 from smtpaudit.probes.smtp.ehlo import Capabilities, parse_ehlo
-from smtpaudit.probes.smtp.fingerprint import identify
+from smtpaudit.probes.smtp.fingerprint import identify, reply_text
 from smtpaudit.targets import Endpoint, Mode
 
 INVALID_USER = "smtpaudit-invalid-user"
@@ -107,7 +107,14 @@ class SessionProbe:
         f = result.facts
         if "smtp.greeting.text" not in f:
             return
-        fp = identify(f.get("smtp.greeting.text"), f.get("smtp.ehlo.text"), f.get("smtp.help.text"))
+        def lines(key: str) -> list[str]:
+            return (f.get(key) or "").split("\n")
+
+        fp = identify(
+            reply_text(f.get("smtp.greeting.code"), lines("smtp.greeting.text")),
+            reply_text(250, lines("smtp.ehlo.text")) if f.get("smtp.ehlo.text") else "",
+            reply_text(f.get("smtp.help.code"), lines("smtp.help.text")) if f.get("smtp.help.text") else "",
+        )
         f["software.product"] = fp.product
         f["software.version"] = fp.version
         f["software.version_source"] = fp.source if fp.version else None
