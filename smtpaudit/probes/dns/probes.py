@@ -290,7 +290,7 @@ class DaneProbe(_DnsProbe):
     name = "dns.dane"
     # Reads tls.cert.chain_pem when present; add the TLS probe's name here once it is registered,
     # so it runs first (until then the chain comes from this probe's own STARTTLS handshake).
-    after = ("smtp.session",)
+    after = ("smtp.session", "tls.cert")
 
     async def observe(self, endpoint, ctx, prior, client, facts):
         host = endpoint.host.rstrip(".").lower()
