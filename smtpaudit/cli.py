@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Targets: host, host:port, [v6]:port, smtp://host[:25], submission://host[:587], smtps://host[:465].")
     scan.add_argument("targets", nargs="*", metavar="TARGET")
     scan.add_argument("-f", "--targets-file", metavar="FILE", action="append", default=[], help="one target per line, '#' comments")
-    scan.add_argument("--role", choices=[r.value for r in Role], help="override the role implied by the port")
+    scan.add_argument("--role", choices=[r.value for r in Role if r is not Role.DOMAIN], help="override the role implied by the port")
     scan.add_argument("--ehlo-name", default="smtpaudit.example.net", help="name sent in EHLO/HELO (default: %(default)s)")
     scan.add_argument("--intrusive", action="store_true", help="allow intrusive probes (bursts, smuggling); off by default")
     b = scan.add_argument_group("behaviour tests")
@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--auth-user", metavar="USER", help="account for AUTH tests on submission endpoints (tried over TLS only)")
     b.add_argument("--auth-password", metavar="PASSWORD", help="its password (better: environment variable SMTPAUDIT_AUTH_PASSWORD); always redacted")
     b.add_argument("--smuggling-rcpt", metavar="ADDRESS", help="the one recipient of SMTP smuggling tests (default: postmaster@<server's domain>)")
+    g = scan.add_argument_group("DNS and mail domains (a bare name or domain:NAME is a mail domain)")
+    g.add_argument("--resolver", metavar="IP[:PORT]", help="DNS resolver for MX, SPF, DMARC, MTA-STS, DANE and DNSSEC lookups (default: /etc/resolv.conf)")
+    g.add_argument("--mx-port", type=int, default=25, metavar="N", help="port of the MX endpoints found for a domain (default: %(default)s)")
+    g.add_argument("--trust-anchors", metavar="FILE", help="DNSSEC trust anchors (DS/DNSKEY records in zone-file syntax) instead of the root KSKs")
+    g.add_argument("--mta-sts-ca", metavar="FILE", help="CA bundle for the MTA-STS policy fetch (default: system CAs)")
+    g.add_argument("--mta-sts-port", type=int, default=443, metavar="N", help="HTTPS port of mta-sts.<domain> (default: %(default)s)")
     g = scan.add_argument_group("timing and politeness")
     g.add_argument("--timeout", type=float, default=180.0, metavar="S", help="overall deadline per endpoint (default: %(default)s)")
     g.add_argument("--connect-timeout", type=float, default=10.0, metavar="S")
@@ -229,6 +235,25 @@ def redact_argv(argv: list[str]) -> list[str]:
     return out
 
 
+def _dns_options(args: argparse.Namespace) -> dict[str, Any]:
+    from smtpaudit.probes.dns.resolver import ResolverSpecError, parse_resolver
+
+    opts: dict[str, Any] = {"mx_port": args.mx_port, "mta_sts_port": args.mta_sts_port}
+    if args.resolver:
+        try:
+            parse_resolver(args.resolver)
+        except ResolverSpecError as exc:
+            raise UsageError(f"--resolver: {exc}") from None
+        opts["resolver"] = args.resolver
+    for flag, key in (("trust_anchors", "dnssec_trust_anchors"), ("mta_sts_ca", "mta_sts_ca_file")):
+        value = getattr(args, flag)
+        if value:
+            if not Path(value).is_file():
+                raise UsageError(f"--{flag.replace('_', '-')}: {value} is not a file")
+            opts[key] = value
+    return opts
+
+
 def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
     from smtpaudit.scan import ScanOptions, build_report, drop_intrusive, now_iso, run_scan
     from smtpaudit.engine.planner import probes_needed
@@ -243,9 +268,10 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
         rules, skipped_rules = drop_intrusive(rules, catalog)
         if not rules:
             raise UsageError("every selected rule needs an intrusive probe: add --intrusive")
-    probe_options, secrets = _behaviour_options(args)
+    behaviour_options, secrets = _behaviour_options(args)
+    dns_options = _dns_options(args)
     options = ScanOptions(
-        probe_options=probe_options,
+        probe_options={**dns_options, **behaviour_options},
         secrets=secrets,
         ehlo_name=args.ehlo_name,
         timeouts=Timeouts(connect=args.connect_timeout, greeting=args.greeting_timeout, command=args.command_timeout,
@@ -282,6 +308,7 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
             "timeouts": vars(options.timeouts), "concurrency": args.concurrency, "per_host": args.per_host,
             "targets_files": args.targets_file, "relay_domain": args.relay_domain, "smuggling_rcpt": args.smuggling_rcpt,
             "auth_user": args.auth_user, "auth_password": "[redacted]" if secrets else None,
+            "dns": dns_options,
         },
         probes_run=probes_run,
         catalog=catalog,

@@ -22,7 +22,8 @@ from smtpaudit.engine.rules import Rule
 from smtpaudit.engine.scoring import FORMULA, ScoredFinding, score_endpoint
 from smtpaudit.engine.severity import SEVERITIES
 from smtpaudit.probes.base import Limits, ProbeContext, ProbeResult, Timeouts
-from smtpaudit.probes.registry import PROBES
+from smtpaudit.probes.dns.expand import domain_groups, expand_domains
+from smtpaudit.probes.registry import DOMAIN_PROBES, PROBES
 from smtpaudit.targets import Endpoint
 
 SCHEMA_VERSION = "1.0"
@@ -85,11 +86,17 @@ def judge_endpoint(
     facts = entry["facts"]
     fact_probe = {name: spec.probe for name, spec in catalog.facts.items()}
     probe_errors = {p["probe"]: f"{p['error_reason']}: {p['error_message']}" for p in entry["probes"] if p["status"] == "error"}
+    probe_na: dict[str, str] = {}
     for p in entry["probes"]:
         if p["status"] == "skipped":
-            probe_errors[p["probe"]] = f"skipped: {p['error_message']}"
+            # Skipped because there was nothing to observe (no TLS) means "does not apply";
+            # skipped for lack of permission or of the probe itself means "not evaluated".
+            if p["error_reason"] in ("intrusive", "unavailable"):
+                probe_errors[p["probe"]] = f"skipped: {p['error_message']}"
+            else:
+                probe_na[p["probe"]] = p["error_message"] or p["error_reason"] or "nothing to observe"
     findings, not_evaluated, passed, not_applicable = [], [], [], []
-    for out in judge_all(rules, facts, fact_probe=fact_probe, probe_errors=probe_errors):
+    for out in judge_all(rules, facts, fact_probe=fact_probe, probe_errors=probe_errors, probe_not_applicable=probe_na):
         rule = rules[out.rule_id]
         if out.status == "finding":
             probes = sorted({fact_probe.get(f, "endpoint") for f in out.evidence})
@@ -188,8 +195,11 @@ async def scan_endpoint(endpoint: Endpoint, probe_names: list[str], options: Sca
             results.append(ProbeResult(probe=name, status="error", error_reason="deadline",
                                        error_message=f"endpoint deadline of {options.timeouts.endpoint:g}s reached"))
     status, error = "scanned", None
-    primary = results[0] if results else None
-    if primary is not None and primary.status == "error" and primary.error_reason in UNREACHABLE_REASONS and not any(r.status == "ok" for r in results):
+    # The primary probe is the first one that talks to the server (DNS probes run first by name).
+    network = [r for r in results if not r.probe.startswith("dns.") and r.status != "skipped"] or results
+    primary = network[0] if network else None
+    if primary is not None and primary.status == "error" and primary.error_reason in UNREACHABLE_REASONS and not any(r.status == "ok" for r in results if not r.probe.startswith("dns.")):
+        # DNS probes succeed without the server; they do not make an unreachable endpoint scanned.
         status, error = "failed", primary.error_message
     elif any(r.status == "error" for r in results):
         status = "partial"
@@ -222,6 +232,10 @@ async def run_scan(
     fact_probe = {name: spec.probe for name, spec in catalog.facts.items()}
     after = {name: getattr(cls, "after", ()) for name, cls in PROBES.items()}
     probe_names = probes_needed(rules.values(), fact_probe, after, always=("smtp.session",))
+    # Domain targets: DNS-only probes on the domain entry, then one MX endpoint per MX host.
+    endpoints = await expand_domains(endpoints, options.probe_options)
+    domain_probes = [p for p in probe_names if p in DOMAIN_PROBES]
+    host_probes = [p for p in probe_names if p not in DOMAIN_PROBES]
     global_slots = asyncio.Semaphore(max(1, options.concurrency))
     host_locks: dict[str, asyncio.Semaphore] = {}
     conn_slots: dict[str, asyncio.Semaphore] = {}
@@ -230,7 +244,8 @@ async def run_scan(
         host_sem = host_locks.setdefault(ep.host, asyncio.Semaphore(max(1, options.per_host)))
         slots = conn_slots.setdefault(ep.host, asyncio.Semaphore(max(1, options.per_host)))
         async with global_slots, host_sem:
-            entry = await scan_endpoint(ep, probe_names, options, slots)
+            names = domain_probes if ep.role.value == "domain" else host_probes
+            entry = await scan_endpoint(ep, names, options, slots)
         judge_endpoint(entry, rules, catalog)
         if progress:
             progress(ep.id, entry)
@@ -305,5 +320,6 @@ def build_report(
         },
         "scoring": {"formula": FORMULA},
         "summary": summarize(entries),
+        "domains": domain_groups(entries),
         "endpoints": entries,
     }

