@@ -17,6 +17,7 @@ import hmac
 import ssl
 import threading
 from dataclasses import dataclass, field
+from typing import Callable
 
 
 @dataclass
@@ -26,6 +27,7 @@ class FakeMta:
     local_domains: tuple[str, ...] = ("mx.example.test", "example.test")
     users: tuple[str, ...] = ("postmaster", "alice")
     open_relay: bool = False
+    relay_if: Callable[[str], bool] | None = None  # relay only foreign recipients this predicate accepts
     accept_all_recipients: bool = False  # a catch-all: every local part of every local domain is accepted
     vrfy: str = "truthful"  # truthful | 252 | 502
     expn: str = "502"  # truthful | 502
@@ -184,7 +186,8 @@ class FakeMta:
                             return
                     elif self.recipient_limit is not None and st["rcpts"] >= self.recipient_limit:
                         await send(b"452 4.5.3 Error: too many recipients\r\n")
-                    elif local is True or st["auth"] or (local is None and self.open_relay):
+                    elif local is True or st["auth"] or (local is None and (self.open_relay or (
+                            self.relay_if is not None and self.relay_if(addr.strip().strip("<>"))))):
                         st["rcpts"] += 1
                         await send(b"250 2.1.5 Ok\r\n")
                     elif local is False:
