@@ -91,3 +91,16 @@ async def test_skipped_without_connecting_when_the_session_found_no_greeting() -
         result = await run_probe(RelayProbe, mta.port, prior={"endpoint.host": "127.0.0.1", "smtp.greeting.code": 554})
     assert result.status == "error" and result.error_reason == "endpoint_unusable" and "554" in result.error_message
     assert mta.connections == 0 and result.facts == {}
+
+
+@async_test
+async def test_relay_attempt_repeated_after_starttls(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.fakes.certs import server_context
+
+    async with FakeMta(tls_context=server_context(tmp_path)) as mta:
+        result = await run_probe(RelayProbe, mta.port, prior={**PRIOR, "smtp.starttls.works": True})
+    f = result.facts
+    assert result.connections == 3
+    assert f["smtp.relay.starttls_attempt"]["tls"] is True and f["smtp.relay.starttls_accepted"] is False
+    assert mta.commands[2][:3] == ["EHLO smtpaudit.example.net", "STARTTLS", "EHLO smtpaudit.example.net"]
+    assert mta.data_started == 0

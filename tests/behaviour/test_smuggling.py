@@ -59,3 +59,13 @@ async def test_pipelining_lax_and_enforced() -> None:
         strict = await run_probe(PipeliningProbe, mta.port)
     assert strict.facts["smtp.pipelining.unauth_accepted"] is False
     assert strict.facts["smtp.pipelining.replies"][0]["code"] == 554
+
+
+@async_test
+async def test_bare_lf_rejecting_server() -> None:
+    async with FakeMta(reject_bare_lf=True) as mta:
+        result = await run_probe(SmugglingProbe, mta.port, prior=PRIOR, intrusive=True, options=FAST)
+    outcomes = {r["name"]: (r["outcome"], r["code"]) for r in result.facts["smtp.smuggling.results"]}
+    assert outcomes["lf.lf"] == ("rejected", 521) and outcomes["crlf.lf"] == ("rejected", 521)
+    assert outcomes["cr.cr"] == ("timeout", None)
+    assert result.facts["smtp.smuggling.accepted"] == [] and mta.messages == 0

@@ -49,7 +49,8 @@ class FakeMta:
     reject_early_talkers: bool = False
     idle_timeout: float = 60.0
     max_connections: int | None = None  # 421 at greeting past this many concurrent connections
-    eod_accepted: tuple[bytes, ...] = (b"\r\n.\r\n",)  # end-of-data sequences accepted (after a text line)
+    eod_accepted: tuple[bytes, ...] = (b"\r\n.\r\n",)
+    reject_bare_lf: bool = False  # Postfix smtpd_forbid_bare_newline = reject: 521 and hang up  # end-of-data sequences accepted (after a text line)
     # recorded
     commands: list[list[str]] = field(default_factory=list)
     raw: list[bytearray] = field(default_factory=list)
@@ -285,6 +286,9 @@ class FakeMta:
                 return False
             raw.extend(chunk)
             body.extend(chunk)
+            if self.reject_bare_lf and any(body[i] == 0x0A and (i == 0 or body[i - 1] != 0x0D) for i in range(len(body))):
+                await send(b"521 5.5.2 mx.example.test Error: bare <LF> received\r\n")
+                return False
             if any(seq in body for seq in self.eod_accepted):
                 self.messages += 1
                 await send(b"250 2.0.0 Ok: queued\r\n")
