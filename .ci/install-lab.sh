@@ -63,14 +63,17 @@ getent group Debian-exim >/dev/null || groupadd --system Debian-exim
 getent passwd Debian-exim >/dev/null || \
     useradd --system --gid Debian-exim --home-dir /var/spool/exim4 --no-create-home \
         --shell /usr/sbin/nologin Debian-exim
-getent group opensmtpd >/dev/null || groupadd --system opensmtpd
-getent passwd opensmtpd >/dev/null || \
-    useradd --system --gid opensmtpd --home-dir /var/lib/opensmtpd --no-create-home \
-        --shell /usr/sbin/nologin opensmtpd
-getent group opensmtpq >/dev/null || groupadd --system opensmtpq
-getent passwd opensmtpq >/dev/null || \
-    useradd --system --gid opensmtpq --home-dir /var/lib/opensmtpd --no-create-home \
-        --shell /usr/sbin/nologin opensmtpq
+# OpenSMTPD chroots its unprivileged processes into the home of these users.
+for name in opensmtpd opensmtpq; do
+    getent group "$name" >/dev/null || groupadd --system "$name"
+    getent passwd "$name" >/dev/null || \
+        useradd --system --gid "$name" --home-dir /var/lib/opensmtpd/empty --no-create-home \
+            --shell /usr/sbin/nologin "$name"
+done
+# Mount points for OpenSMTPD's compiled-in paths: the lab bind-mounts private directories over
+# them inside a private mount namespace (unshare -m), so they stay empty on the host.
+install -d -m 0755 /var/lib/opensmtpd/empty /usr/libexec/opensmtpd
+install -d -m 0711 /var/spool/smtpd
 
 # Exim and OpenSMTPD, unpacked (not installed) into the prefix. A stamp per package version
 # keeps re-runs instant.

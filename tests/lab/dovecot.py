@@ -29,6 +29,7 @@ def start_dovecot(work_dir: Path, log_path: Path, creds: Credentials, name: str,
     passwd.chmod(0o640)
     shutil.chown(passwd, "root", "dovecot")  # read by the auth worker, which runs as user dovecot
     socket_path = work_dir / "auth"
+    socket_path.unlink(missing_ok=True)  # else the wait below would see the last run's socket
     conf = work_dir / "dovecot.conf"
     conf.write_text(
         render(

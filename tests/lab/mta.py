@@ -69,7 +69,9 @@ class Lab:
 
     def stop_all(self) -> None:
         for srv in self.servers.values():
-            srv.stop()
+            srv.request_stop()
+        for srv in self.servers.values():
+            srv.wait_stopped()
 
     def cleanup(self, keep: bool = False) -> None:
         """Stop everything; remove the run directory unless we did not create it or `keep`."""

@@ -8,7 +8,7 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
@@ -60,44 +60,70 @@ def spawn(
         )
 
 
-def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
-    """SIGTERM `proc` by its PID, wait for it to exit, SIGKILL its process group if it lingers."""
-    if proc.poll() is not None:
-        return
+def terminate_group(proc: subprocess.Popen) -> None:
+    """Send SIGTERM to the process group we created for `proc` (its PID is the group id).
+
+    The whole group, not just the leader: Postfix's smtpd/qmgr workers and Dovecot's auth
+    processes otherwise linger 1-2 s after their master is gone, holding the listening sockets.
+    """
+    if proc.poll() is None:
+        try:
+            os.kill(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
     try:
-        os.kill(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
         pass
+
+
+def wait_group(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Wait for `proc` to exit and its group to empty; SIGKILL the group past `timeout`."""
+    deadline = time.monotonic() + timeout
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        # Still ours: the group was created by start_new_session, its id is our child's PID.
+        pass
+    while time.monotonic() < deadline:
+        if not _live_group_members(proc.pid):
+            break
+        time.sleep(0.02)
+    else:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    if proc.poll() is None:
+        proc.kill()
         proc.wait(timeout=timeout)
 
 
-def wait_pgroup_gone(pgid: int, timeout: float = 10.0) -> None:
-    """Wait until no process of group `pgid` is left (workers of a stopped master exit a bit later).
+def _live_group_members(pgid: int) -> list[int]:
+    """PIDs in process group `pgid` that are not zombies.
 
-    A daemon's workers keep inherited listening sockets open for a moment; restarting on the same
-    ports before they are gone would fail with EADDRINUSE.
+    Orphaned workers are reparented to PID 1, which may reap them seconds later (it does on this
+    machine); a zombie holds no socket, so it does not count as running.
     """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    live = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
         try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        except PermissionError:
-            return
-        time.sleep(0.05)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # Fields after the parenthesised command name: state ppid pgrp ...
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
+            live.append(int(entry))
+    return live
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Stop `proc` and everything in its process group, and wait until they are gone."""
+    terminate_group(proc)
+    wait_group(proc, timeout)
 
 
 def read_greeting(sock: socket.socket | ssl.SSLSocket, timeout: float) -> str:
@@ -139,20 +165,20 @@ def wait_until_ready(
     proc: subprocess.Popen | None,
     greeting_port: int,
     other_ports: Sequence[int],
-    log_path: Path,
+    describe: Callable[[], str],
     timeout: float = 20.0,
 ) -> str:
     """Poll until `greeting_port` answers with a 220 greeting and `other_ports` accept TCP.
 
-    Returns the greeting. Raises LabStartError with the log tail when the process dies or the
-    deadline passes.
+    Returns the greeting. Raises LabStartError with `describe()` (the log tails) when the process
+    dies or the deadline passes.
     """
     deadline = time.monotonic() + timeout
     last_err = "not tried"
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise LabStartError(
-                f"process exited with status {proc.returncode}\n{log_tail(log_path)}"
+                f"process exited with status {proc.returncode}\n{describe()}"
             )
         try:
             greeting = probe_greeting(greeting_port)
@@ -165,7 +191,7 @@ def wait_until_ready(
         except OSError as exc:
             last_err = str(exc)
         time.sleep(0.05)
-    raise LabStartError(f"not ready after {timeout:.0f} s ({last_err})\n{log_tail(log_path)}")
+    raise LabStartError(f"not ready after {timeout:.0f} s ({last_err})\n{describe()}")
 
 
 def log_tail(path: Path, lines: int = 30) -> str:

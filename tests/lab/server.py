@@ -88,6 +88,9 @@ class LabServer(abc.ABC):
         self._base_params: dict[str, Any] = dict(spec.get("params", {}))
         self.params: dict[str, Any] = dict(self._base_params)
         self.spec = spec
+        # What the variant is meant to produce (checked by test_lab_smoke.py). Describes the
+        # variant's own parameters: after restart(**changes) it may no longer hold.
+        self.expect: dict[str, Any] = dict(spec.get("expect", {}))
         self.run_dir = run_root / name
         self.log_dir = self.run_dir / "log"
         self.ports: dict[str, int] = {}
@@ -147,7 +150,7 @@ class LabServer(abc.ABC):
                 main = self.ports[self.port_roles[0]]
                 others = [p for r, p in self.ports.items() if r != self.port_roles[0]]
                 self.banner = procs.wait_until_ready(
-                    self._procs[-1], main, others, self.log_path, timeout=timeout
+                    self._procs[-1], main, others, self.log_tails, timeout=timeout
                 )
                 break
             except procs.LabStartError as exc:
@@ -158,9 +161,18 @@ class LabServer(abc.ABC):
         self.startup_seconds = time.monotonic() - t0
 
     def stop(self) -> None:
+        """Stop the daemons by PID (and their process groups) and wait until they are gone."""
+        self.request_stop()
+        self.wait_stopped()
+
+    def request_stop(self) -> None:
+        """Signal the daemons to stop without waiting (so several instances stop in parallel)."""
         for proc in reversed(self._procs):
-            procs.stop_process(proc)
-            procs.wait_pgroup_gone(proc.pid)
+            procs.terminate_group(proc)
+
+    def wait_stopped(self) -> None:
+        for proc in reversed(self._procs):
+            procs.wait_group(proc)
         self._procs = []
 
     def restart(self, **changes: Any) -> None:
@@ -185,7 +197,13 @@ class LabServer(abc.ABC):
             self.start()
 
     def log_tail(self, lines: int = 40) -> str:
+        """The end of the MTA's main log."""
         return procs.log_tail(self.log_path, lines)
+
+    def log_tails(self, lines: int = 20) -> str:
+        """The end of every log of this instance (MTA, stderr, Dovecot): for failure messages."""
+        files = sorted(p for p in self.log_dir.glob("*") if p.is_file()) if self.log_dir.is_dir() else []
+        return "\n".join(procs.log_tail(p, lines) for p in files) or f"[no logs in {self.log_dir}]"
 
     def info(self) -> dict[str, Any]:
         """A JSON-friendly summary (for reports and debugging)."""
