@@ -48,12 +48,13 @@ def lab_unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def lab_require(binary: str | Path) -> Path:
+def lab_require(binary: str | Path, what: str | None = None) -> Path:
     """Return the path of a lab binary, or skip/fail (CI=true) with an install hint when it is missing.
 
-    `binary` is a name (postfix, exim, opensmtpd, dovecot, swaks, nmap, testssl, ...) or a path.
+    `binary` is a name (postfix, exim, opensmtpd, dovecot, swaks, nmap, testssl, ...) or a path;
+    `what` names it in the message (default: the binary's name).
     """
-    name = Path(binary).name if isinstance(binary, Path) or "/" in str(binary) else str(binary)
+    name = what or (Path(binary).name if isinstance(binary, Path) or "/" in str(binary) else str(binary))
     if isinstance(binary, Path) or "/" in str(binary):
         path: Path | None = Path(binary)
     else:
@@ -75,8 +76,9 @@ def lab() -> Iterator[Lab]:
 
 def start_instance(lab: Lab, name: str) -> LabServer:
     """Start (once) and return instance `name`, or skip/fail with the reason and log tails."""
-    for binary in INSTANCES[name].required_binaries():
-        lab_require(binary)
+    cls = INSTANCES[name]
+    for binary in cls.required_binaries():
+        lab_require(binary, what=f"{cls.mta} ({binary})")
     srv = lab.get(name)
     if not srv.running:
         try:

@@ -190,8 +190,8 @@ class LabServer(abc.ABC):
         self.start()
 
     def reset(self) -> None:
-        """Restart with the variant's original parameters if a test changed them."""
-        if self.params != self._base_params:
+        """Restart with the variant's original parameters if a test changed them (or stopped it)."""
+        if self.params != self._base_params or not self.running:
             self.stop()
             self.params = dict(self._base_params)
             self.start()

@@ -294,3 +294,11 @@ def test_restart_with_changed_exim_macro(exim_insecure: LabServer, lab_reconfigu
 def test_startup_is_fast(server: LabServer) -> None:
     # Measured here: Postfix+Dovecot ~0.4 s, Exim ~0.1 s, OpenSMTPD ~0.2 s. CI budget is minutes.
     assert server.startup_seconds is not None and server.startup_seconds < 10
+
+
+def test_bad_config_fails_to_start_with_the_reason(exim_insecure: LabServer, lab_reconfigure) -> None:
+    with pytest.raises(pytest.skip.Exception, match="(?s)failed to restart.*no_such_exim_option"):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.delenv("CI", raising=False)
+            lab_reconfigure(exim_insecure, no_such_exim_option="1")
+    assert not exim_insecure.running
