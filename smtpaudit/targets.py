@@ -1,6 +1,7 @@
 """Parsing scan targets into endpoints, before any connection is made.
 
-Accepted forms: ``host``, ``host:port``, ``[v6]:port``, ``smtp://host[:25]`` (STARTTLS),
+Accepted forms: ``domain:example.org`` and a bare name without port (a mail domain: its MX
+hosts are resolved and scanned, see ``smtpaudit.probes.dns.expand``), ``host:port``, ``[v6]:port``, ``smtp://host[:25]`` (STARTTLS),
 ``submission://host[:587]`` (STARTTLS), ``smtps://host[:465]`` (implicit TLS). A port without a
 scheme gets the mode its number implies (465 -> implicit TLS, anything else -> STARTTLS when
 offered). The role (MX or submission) follows the port unless the user overrides it.
@@ -34,6 +35,7 @@ class Role(str, enum.Enum):
 
     MX = "mx"
     SUBMISSION = "submission"
+    DOMAIN = "domain"  # a mail domain: DNS-only checks; its MX hosts become MX endpoints
 
     def __str__(self) -> str:
         return self.value
@@ -66,6 +68,7 @@ class Endpoint:
     spec: str
     origin_file: str | None = None
     origin_line: int | None = None
+    domain: str | None = None  # the mail domain this endpoint was found under (MX expansion)
 
     @property
     def is_ipv6(self) -> bool:
@@ -76,12 +79,16 @@ class Endpoint:
 
     @property
     def id(self) -> str:
-        """Stable display id, ``host:port`` (IPv6 literals bracketed)."""
+        """Stable display id, ``host:port`` (IPv6 literals bracketed), ``domain:name`` for domains."""
+        if self.role is Role.DOMAIN:
+            return f"domain:{self.host}"
         host = f"[{self.host}]" if self.is_ipv6 else self.host
         return f"{host}:{self.port}"
 
     @property
     def url(self) -> str:
+        if self.role is Role.DOMAIN:
+            return self.id
         scheme = "smtps" if self.mode is Mode.IMPLICIT else ("submission" if self.role is Role.SUBMISSION else "smtp")
         return f"{scheme}://{self.id}"
 
@@ -96,6 +103,7 @@ class Endpoint:
             "spec": self.spec,
             "origin_file": self.origin_file,
             "origin_line": self.origin_line,
+            "domain": self.domain,
         }
 
     @classmethod
@@ -108,6 +116,7 @@ class Endpoint:
             spec=str(data.get("spec", "")),
             origin_file=data.get("origin_file"),  # type: ignore[arg-type]
             origin_line=data.get("origin_line"),  # type: ignore[arg-type]
+            domain=data.get("domain"),  # type: ignore[arg-type]
         )
 
 
@@ -191,9 +200,14 @@ def parse_target(
         rest = rest.rstrip("/")
         if "/" in rest or "@" in rest or "?" in rest:
             raise TargetError(f"{spec!r}: only scheme://host[:port] is accepted (no user, path or query)")
+    elif text.lower().startswith("domain:"):
+        return domain_target(text[7:], spec=text, origin_file=origin_file, origin_line=origin_line)
     else:
         rest = text
     host, port_text = _split_host_port(rest, spec)
+    if scheme_defaults is None and port_text is None and role is None and _is_name(host):
+        # A bare name is a mail domain (its MX hosts are scanned); host:25 is written host:25.
+        return domain_target(host, spec=text, origin_file=origin_file, origin_line=origin_line)
     host = _check_host(host, spec)
     if scheme_defaults is not None:
         default_port, mode, default_role = scheme_defaults
@@ -211,6 +225,26 @@ def parse_target(
         origin_file=origin_file,
         origin_line=origin_line,
     )
+
+
+def _is_name(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return False
+    except ValueError:
+        return True
+
+
+def domain_target(name: str, *, spec: str, origin_file: str | None = None, origin_line: int | None = None) -> Endpoint:
+    """The pseudo-endpoint of a mail domain (DNS-only probes run on it)."""
+    host = _check_host(name, spec)
+    try:
+        ipaddress.ip_address(host)
+        raise TargetError(f"{spec!r}: a domain target needs a name, not an IP address")
+    except ValueError:
+        pass
+    return Endpoint(host=host, port=25, mode=Mode.STARTTLS, role=Role.DOMAIN, spec=spec,
+                    origin_file=origin_file, origin_line=origin_line, domain=host)
 
 
 def read_targets_file(path: str | Path, *, role: Role | None = None) -> list[Endpoint]:
@@ -236,10 +270,10 @@ def read_targets_file(path: str | Path, *, role: Role | None = None) -> list[End
 
 def dedupe(endpoints: list[Endpoint]) -> list[Endpoint]:
     """Drop repeated host/port/mode triples, keeping the first occurrence (and its origin)."""
-    seen: set[tuple[str, int, Mode]] = set()
+    seen: set[tuple[str, int, Mode, Role]] = set()
     unique: list[Endpoint] = []
     for ep in endpoints:
-        key = (ep.host, ep.port, ep.mode)
+        key = (ep.host, ep.port, ep.mode, ep.role if ep.role is Role.DOMAIN else Role.MX)
         if key not in seen:
             seen.add(key)
             unique.append(ep)

@@ -1,0 +1,100 @@
+"""Judging one endpoint's facts against the selected rules: findings, passes, and rules not evaluated.
+
+Pure: facts in, outcomes out. A rule whose condition is unknown (a fact it needs is absent) is
+reported as not evaluated with the reason its probe gave, never as a pass.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from smtpaudit.engine.conditions import evaluate
+from smtpaudit.engine.rules import Rule
+
+
+@dataclass
+class Outcome:
+    rule_id: str
+    status: str  # finding | pass | not_evaluated | not_applicable
+    message: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+    missing: list[str] = field(default_factory=list)
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) if value else "none"
+    if value is None:
+        return "unknown"
+    return str(value)
+
+
+def render_message(rule: Rule, facts: Mapping[str, Any]) -> str:
+    if not rule.message:
+        return rule.title
+
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name.startswith("param:"):
+            return _format_value(rule.params.get(name[6:]))
+        return _format_value(facts.get(name))[:300]
+
+    return re.sub(r"\{([^{}]+)\}", sub, rule.message)
+
+
+def judge(
+    rule: Rule,
+    facts: Mapping[str, Any],
+    *,
+    fact_probe: Mapping[str, str],
+    probe_errors: Mapping[str, str],
+) -> Outcome:
+    """Evaluate one rule over one endpoint's facts."""
+    role, mode = facts.get("endpoint.role"), facts.get("endpoint.mode")
+    if (role is not None and role not in rule.roles) or (mode is not None and mode not in rule.modes):
+        return Outcome(rule.id, "not_applicable", reason=f"applies to roles {list(rule.roles)} and modes {list(rule.modes)}")
+    ev = evaluate(rule.when, facts, rule.params)
+    if ev.value is True:
+        return Outcome(rule.id, "finding", render_message(rule, facts), evidence=dict(sorted(ev.used.items())))
+    if ev.value is False:
+        return Outcome(rule.id, "pass", evidence=dict(sorted(ev.used.items())))
+    reasons = []
+    for probe in sorted({fact_probe.get(f, "?") for f in ev.missing}):
+        if probe in probe_errors:
+            reasons.append(f"probe {probe} failed: {probe_errors[probe]}")
+        else:
+            reasons.append(f"probe {probe} did not observe it")
+    return Outcome(
+        rule.id,
+        "not_evaluated",
+        reason="missing facts " + ", ".join(sorted(ev.missing)) + " (" + "; ".join(reasons) + ")",
+        missing=sorted(ev.missing),
+        evidence=dict(sorted(ev.used.items())),
+    )
+
+
+def judge_all(
+    rules: Mapping[str, Rule],
+    facts: Mapping[str, Any],
+    *,
+    fact_probe: Mapping[str, str],
+    probe_errors: Mapping[str, str],
+) -> list[Outcome]:
+    return [judge(r, facts, fact_probe=fact_probe, probe_errors=probe_errors) for r in rules.values()]
+
+
+def check_examples(rule: Rule) -> list[str]:
+    """Run a rule's own [[examples]]; return a message per example whose outcome differs."""
+    problems = []
+    for i, ex in enumerate(rule.examples):
+        params = {**rule.params, **ex.get("params", {})}
+        probe = Rule(**{**rule.__dict__, "params": params})
+        facts = {**ex["facts"], **{name: None for name in ex.get("nulls", [])}}
+        out = judge(probe, facts, fact_probe={}, probe_errors={})
+        got = {"finding": "finding", "pass": "pass", "not_applicable": "pass"}.get(out.status, out.status)
+        if got != ex["expect"]:
+            problems.append(f"{rule.path}: examples[{i}]: expected {ex['expect']}, got {out.status}" + (f" ({out.reason})" if out.reason else ""))
+    return problems

@@ -1,0 +1,44 @@
+"""Planning: which probes the selected rules need, in an order that respects their dependencies."""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+from smtpaudit.engine.rules import Rule
+
+
+class PlanError(ValueError):
+    """The selected rules need a probe that cannot run (e.g. intrusive without --intrusive)."""
+
+
+def probes_needed(
+    rules: Iterable[Rule],
+    fact_probe: Mapping[str, str],
+    after: Mapping[str, tuple[str, ...]],
+    *,
+    always: Iterable[str] = (),
+) -> list[str]:
+    """Probe names to run, dependencies first; ``endpoint`` (no network) is never a probe to run."""
+    wanted: set[str] = set(always)
+    for rule in rules:
+        for fact in rule.facts:
+            wanted.add(fact_probe[fact])
+    wanted.discard("endpoint")
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        if name in visiting:
+            raise PlanError(f"probe dependency cycle through {name}")
+        visiting.add(name)
+        for dep in after.get(name, ()):
+            if dep != "endpoint":
+                visit(dep)
+        visiting.discard(name)
+        order.append(name)
+
+    for name in sorted(wanted):
+        visit(name)
+    return order

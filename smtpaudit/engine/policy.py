@@ -1,0 +1,105 @@
+"""Policies: named, versioned parameter sets that tune rules without editing them.
+
+A policy file (``rules/policies/<name>.toml`` or any path given to ``--policy``)::
+
+    id = "mozilla-intermediate"
+    version = "6.0-1"
+    title = "Mozilla intermediate (guidelines 6.0)"
+    description = "..."
+    skip = ["tls-13-required"]              # rules this policy switches off
+    [params."tls-legacy-protocols"]         # parameter overrides per rule id
+    minimum = "TLSv1.2"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from smtpaudit.engine.conditions import ConditionError, validate
+from smtpaudit.engine.rules import Rule, RuleError, RuleSetError
+
+_KEYS = {"id", "version", "title", "description", "skip", "params"}
+
+
+@dataclass(frozen=True)
+class Policy:
+    id: str
+    version: str
+    title: str
+    description: str = ""
+    skip: tuple[str, ...] = ()
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    path: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "version": self.version, "title": self.title, "skip": list(self.skip), "params": self.params, "path": self.path}
+
+
+DEFAULT_POLICY = Policy(id="default", version="1", title="smtpaudit defaults (each rule's own parameters)")
+
+
+def find_policy(name_or_path: str, rule_dirs: list[Path]) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" and candidate.is_file():
+        return candidate
+    for d in reversed(rule_dirs):
+        p = d / "policies" / f"{name_or_path}.toml"
+        if p.is_file():
+            return p
+    available = sorted({p.stem for d in rule_dirs for p in (d / "policies").glob("*.toml")})
+    raise RuleSetError([RuleError(name_or_path, "--policy", f"no such policy; available: {', '.join(available) or 'none'}")])
+
+
+def load_policy(path: Path) -> Policy:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise RuleSetError([RuleError(path, "", f"cannot read policy: {exc}")]) from None
+    for key in data:
+        if key not in _KEYS:
+            raise RuleSetError([RuleError(path, key, f"unknown key (allowed: {', '.join(sorted(_KEYS))})")])
+    for key in ("id", "version", "title"):
+        if not isinstance(data.get(key), str):
+            raise RuleSetError([RuleError(path, key, "missing or not a string")])
+    skip = data.get("skip", [])
+    params = data.get("params", {})
+    if not isinstance(skip, list) or not all(isinstance(s, str) for s in skip):
+        raise RuleSetError([RuleError(path, "skip", "expected an array of rule ids")])
+    if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
+        raise RuleSetError([RuleError(path, "params", "expected tables of parameters per rule id")])
+    return Policy(
+        id=data["id"], version=data["version"], title=data["title"], description=data.get("description", ""),
+        skip=tuple(skip), params=params, path=str(path),
+    )
+
+
+def apply_policy(policy: Policy, rules: Mapping[str, Rule], known_facts: Mapping[str, str]) -> dict[str, Rule]:
+    """Return the rules with the policy's parameters applied and its skipped rules removed."""
+    errors: list[RuleError] = []
+    for rid in [*policy.skip, *policy.params]:
+        if rid not in rules:
+            errors.append(RuleError(policy.path or policy.id, rid, "policy names a rule that is not loaded"))
+    out: dict[str, Rule] = {}
+    for rid, rule in rules.items():
+        if rid in policy.skip:
+            continue
+        overrides = policy.params.get(rid)
+        if overrides:
+            unknown = set(overrides) - set(rule.params)
+            if unknown:
+                errors.append(RuleError(policy.path or policy.id, f"params.{rid}.{sorted(unknown)[0]}", "the rule has no such parameter"))
+                continue
+            params = {**rule.params, **overrides}
+            try:
+                validate(rule.when, "when", known_facts, params)
+            except ConditionError as exc:
+                errors.append(RuleError(policy.path or policy.id, f"params.{rid}", f"makes the rule invalid: {exc}"))
+                continue
+            rule = replace(rule, params=params)
+        out[rid] = rule
+    if errors:
+        raise RuleSetError(errors)
+    return out

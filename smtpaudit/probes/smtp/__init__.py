@@ -1,0 +1,1 @@
+"""SMTP probes: the session (greeting, EHLO, STARTTLS, AUTH), VRFY/EXPN, and the client they share."""

@@ -1,0 +1,323 @@
+"""A cautious asyncio SMTP client: reads replies correctly from untrusted servers and logs everything.
+
+It assembles multi-line replies (``250-...`` / ``250 ...``), tolerates bare LF, caps line length,
+lines per reply and bytes per session, puts a timeout on every read, and records a transcript
+with relative timestamps and redacted secrets. It never speaks before the server's greeting.
+It knows nothing about what is good or bad.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from smtpaudit.probes.base import (
+    ConnectFailed,
+    ConnectionClosed,
+    ConnectTimeout,
+    Limits,
+    ProbeContext,
+    ReplyTimeout,
+    ReplyTooLarge,
+    SmtpProtocolError,
+    TlsHandshakeFailed,
+    TranscriptLine,
+)
+from smtpaudit.targets import Endpoint, Mode
+
+_REPLY_LINE = re.compile(rb"^([2-5][0-9][0-9])([ -]?)(.*)$", re.DOTALL)
+_ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\b")
+REDACTED = "[redacted]"
+
+
+@dataclass
+class Reply:
+    """One complete SMTP reply: a code and its text lines (without the code prefix)."""
+
+    code: int
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    @property
+    def enhanced(self) -> str | None:
+        m = _ENHANCED.match(self.lines[0]) if self.lines else None
+        return m.group(1) if m else None
+
+    @property
+    def positive(self) -> bool:
+        return 200 <= self.code < 400
+
+    def to_json(self) -> dict[str, object]:
+        return {"code": self.code, "text": self.text}
+
+
+class Transcript:
+    """The C:/S: record of one probe's connections, shared by all of them; secrets are scrubbed."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self.lines: list[TranscriptLine] = []
+        self._t0 = time.monotonic()
+        self._secrets = [s for s in secrets if s]
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+    def add(self, direction: str, text: str, conn: int = 0) -> None:
+        # Server text is kept verbatim (escaped only at render time) but bounded in length.
+        if len(text) > 1000:
+            text = text[:1000] + f"... [{len(text) - 1000} more characters]"
+        self.lines.append(TranscriptLine(time.monotonic() - self._t0, direction, self._scrub(text), conn))
+
+
+def _printable(raw: bytes) -> str:
+    """Decode server bytes for the record without letting control characters through."""
+    text = raw.decode("utf-8", errors="replace")
+    return "".join(ch if ch.isprintable() or ch == "\t" else f"\\x{ord(ch):02x}" for ch in text)
+
+
+def permissive_tls_context() -> ssl.SSLContext:
+    """A context that completes handshakes with anything, for observing (certificates are judged elsewhere)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        ctx.set_ciphers("ALL:@SECLEVEL=0")
+    except ssl.SSLError:
+        pass
+    ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    return ctx
+
+
+class SmtpClient:
+    """One SMTP connection. Create with ``await SmtpClient.open(...)``; always ``await close()``."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        ctx: ProbeContext,
+        transcript: Transcript,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        conn: int,
+    ) -> None:
+        self.endpoint = endpoint
+        self.ctx = ctx
+        self.transcript = transcript
+        self.reader = reader
+        self.writer = writer
+        self.conn = conn
+        self.limits: Limits = ctx.limits
+        self.bytes_read = 0
+        self.tls_active = False
+        self.tls_version: str | None = None
+        self.tls_cipher: str | None = None
+        self.closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        endpoint: Endpoint,
+        ctx: ProbeContext,
+        transcript: Transcript,
+        *,
+        conn: int = 0,
+        implicit_tls: bool | None = None,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> "SmtpClient":
+        """Connect (and for implicit-TLS endpoints, handshake). Does not read the greeting."""
+        use_tls = endpoint.mode is Mode.IMPLICIT if implicit_tls is None else implicit_tls
+        transcript.add("*", f"connect {endpoint.id}" + (" (implicit TLS)" if use_tls else ""), conn)
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    endpoint.host,
+                    endpoint.port,
+                    limit=ctx.limits.max_line + 2,
+                    ssl=(tls_context or permissive_tls_context()) if use_tls else None,
+                    server_hostname=endpoint.host if use_tls else None,
+                    ssl_handshake_timeout=ctx.timeouts.tls if use_tls else None,
+                ),
+                timeout=ctx.timeouts.connect + (ctx.timeouts.tls if use_tls else 0),
+            )
+        except asyncio.TimeoutError:
+            transcript.add("*", "connect timed out", conn)
+            raise ConnectTimeout(f"{endpoint.id}: no TCP connection within {ctx.timeouts.connect:g}s") from None
+        except ssl.SSLError as exc:
+            transcript.add("*", f"TLS handshake failed: {exc.reason or exc}", conn)
+            raise TlsHandshakeFailed(f"{endpoint.id}: implicit TLS handshake failed: {exc.reason or exc}") from None
+        except ConnectionRefusedError:
+            transcript.add("*", "connection refused", conn)
+            raise ConnectFailed(f"{endpoint.id}: connection refused", reason="connect_refused") from None
+        except socket.gaierror as exc:
+            transcript.add("*", f"name resolution failed: {exc.strerror}", conn)
+            raise ConnectFailed(f"{endpoint.host}: cannot resolve host name ({exc.strerror})", reason="dns") from None
+        except OSError as exc:
+            transcript.add("*", f"connect failed: {exc.strerror or exc}", conn)
+            raise ConnectFailed(f"{endpoint.id}: {exc.strerror or exc}") from None
+        client = cls(endpoint, ctx, transcript, reader, writer, conn)
+        if use_tls:
+            client._note_tls()
+        return client
+
+    def _note_tls(self) -> None:
+        ssl_obj = self.writer.get_extra_info("ssl_object")
+        self.tls_active = True
+        if ssl_obj is not None:
+            self.tls_version = ssl_obj.version()
+            cipher = ssl_obj.cipher()
+            self.tls_cipher = cipher[0] if cipher else None
+        self.transcript.add("*", f"TLS established: {self.tls_version} {self.tls_cipher}", self.conn)
+
+    async def _read_line(self, timeout: float) -> bytes:
+        try:
+            raw = await asyncio.wait_for(self.reader.readuntil(b"\n"), timeout=timeout)
+        except asyncio.TimeoutError:
+            self.transcript.add("*", f"no reply within {timeout:g}s", self.conn)
+            raise ReplyTimeout(f"{self.endpoint.id}: server sent nothing for {timeout:g}s") from None
+        except asyncio.LimitOverrunError:
+            self.transcript.add("*", f"reply line longer than {self.limits.max_line} bytes", self.conn)
+            raise ReplyTooLarge(f"{self.endpoint.id}: reply line longer than {self.limits.max_line} bytes") from None
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                self.transcript.add("S", _printable(exc.partial), self.conn)
+            self.transcript.add("*", "connection closed by server", self.conn)
+            raise ConnectionClosed(f"{self.endpoint.id}: server closed the connection") from None
+        except (ConnectionError, ssl.SSLError, OSError) as exc:
+            self.transcript.add("*", f"connection error: {exc}", self.conn)
+            raise ConnectionClosed(f"{self.endpoint.id}: connection lost ({exc})") from None
+        self.bytes_read += len(raw)
+        if self.bytes_read > self.limits.max_session_bytes:
+            raise ReplyTooLarge(f"{self.endpoint.id}: server sent more than {self.limits.max_session_bytes} bytes")
+        return raw
+
+    async def read_reply(self, timeout: float | None = None) -> Reply:
+        """Read one complete (possibly multi-line) reply, or raise a ProbeError."""
+        timeout = self.ctx.timeouts.command if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        code: int | None = None
+        lines: list[str] = []
+        while True:
+            remaining = max(0.05, deadline - time.monotonic())
+            raw = await self._read_line(remaining)
+            self.transcript.add("S", _printable(raw.rstrip(b"\r\n")), self.conn)
+            m = _REPLY_LINE.match(raw.rstrip(b"\r\n"))
+            if m is None:
+                raise SmtpProtocolError(
+                    f"{self.endpoint.id}: malformed reply line {_printable(raw[:80].rstrip())!r}"
+                )
+            line_code = int(m.group(1))
+            if code is None:
+                code = line_code
+            elif line_code != code:
+                raise SmtpProtocolError(f"{self.endpoint.id}: reply code changed from {code} to {line_code} mid-reply")
+            lines.append(_printable(m.group(3)))
+            if len(lines) > self.limits.max_reply_lines:
+                raise ReplyTooLarge(f"{self.endpoint.id}: reply longer than {self.limits.max_reply_lines} lines")
+            if m.group(2) != b"-":
+                return Reply(code, lines)
+
+    async def read_greeting(self) -> Reply:
+        """Wait (up to the greeting timeout) for the banner; we never speak first."""
+        return await self.read_reply(self.ctx.timeouts.greeting)
+
+    async def send_line(self, line: str, *, shown: str | None = None) -> None:
+        """Send one command line; ``shown`` replaces it in the transcript (for secrets)."""
+        if "\r" in line or "\n" in line:
+            raise ValueError("command lines must not contain CR or LF")
+        self.transcript.add("C", shown if shown is not None else line, self.conn)
+        await self.send_raw((line + "\r\n").encode("utf-8", errors="replace"))
+
+    async def send_raw(self, data: bytes, *, shown: str | None = None) -> None:
+        if shown is not None:
+            self.transcript.add("C", shown, self.conn)
+        try:
+            self.writer.write(data)
+            await asyncio.wait_for(self.writer.drain(), timeout=self.ctx.timeouts.command)
+        except asyncio.TimeoutError:
+            raise ReplyTimeout(f"{self.endpoint.id}: server stopped reading our data") from None
+        except (ConnectionError, ssl.SSLError, OSError) as exc:
+            self.transcript.add("*", f"connection error while sending: {exc}", self.conn)
+            raise ConnectionClosed(f"{self.endpoint.id}: connection lost while sending ({exc})") from None
+
+    async def command(self, line: str, *, shown: str | None = None, timeout: float | None = None) -> Reply:
+        await self.send_line(line, shown=shown)
+        return await self.read_reply(timeout)
+
+    async def ehlo(self, name: str | None = None) -> Reply:
+        return await self.command(f"EHLO {name or self.ctx.ehlo_name}")
+
+    async def starttls(self, tls_context: ssl.SSLContext | None = None) -> Reply:
+        """Send STARTTLS; on 220 upgrade the connection. Raises TlsHandshakeFailed if the handshake fails."""
+        reply = await self.command("STARTTLS")
+        if reply.code != 220:
+            return reply
+        await self.upgrade_tls(tls_context)
+        return reply
+
+    async def upgrade_tls(self, tls_context: ssl.SSLContext | None = None) -> None:
+        if self.reader._buffer:  # type: ignore[attr-defined]
+            # Bytes the server sent after its 220 but before the handshake are an injection risk.
+            extra = bytes(self.reader._buffer)  # type: ignore[attr-defined]
+            self.transcript.add("*", f"server sent {len(extra)} bytes after 220 before TLS", self.conn)
+        try:
+            await self.writer.start_tls(
+                tls_context or permissive_tls_context(),
+                server_hostname=self.endpoint.host,
+                ssl_handshake_timeout=self.ctx.timeouts.tls,
+            )
+        except (ssl.SSLError, ConnectionError, OSError, asyncio.TimeoutError) as exc:
+            text = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+            self.transcript.add("*", f"TLS handshake failed: {text}", self.conn)
+            raise TlsHandshakeFailed(f"{self.endpoint.id}: STARTTLS handshake failed: {text}") from None
+        self._note_tls()
+
+    async def raw_streams_after_starttls(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Greeting, EHLO, STARTTLS and its 220, then hand back the raw streams for a hand-made handshake.
+
+        For implicit-TLS endpoints open the client with ``implicit_tls=False`` and call
+        ``raw_streams()`` instead.
+        """
+        greeting = await self.read_greeting()
+        if greeting.code != 220:
+            raise SmtpProtocolError(f"{self.endpoint.id}: greeting {greeting.code}")
+        reply = await self.ehlo()
+        if reply.code != 250:
+            raise SmtpProtocolError(f"{self.endpoint.id}: EHLO refused with {reply.code}")
+        reply = await self.command("STARTTLS")
+        if reply.code != 220:
+            raise SmtpProtocolError(f"{self.endpoint.id}: STARTTLS refused with {reply.code} {reply.text}")
+        return self.reader, self.writer
+
+    def raw_streams(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return self.reader, self.writer
+
+    async def quit(self) -> None:
+        """Say goodbye politely if the connection is still usable; never raises."""
+        if self.closed:
+            return
+        try:
+            await self.send_line("QUIT")
+            await self.read_reply(timeout=min(5.0, self.ctx.timeouts.command))
+        except Exception:  # noqa: BLE001 - a rude goodbye is not an error worth reporting
+            pass
+        await self.close()
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.writer.close()
+            await asyncio.wait_for(self.writer.wait_closed(), timeout=2.0)
+        except Exception:  # noqa: BLE001 - closing a broken socket may fail in many ways
+            pass

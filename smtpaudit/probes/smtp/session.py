@@ -1,0 +1,246 @@
+"""The SMTP session probe: greeting, EHLO identity and capabilities, HELP, STARTTLS, AUTH before TLS.
+
+Connection 0 does greeting -> EHLO (HELO fallback) -> HELP -> a deliberately invalid plaintext AUTH
+(only before TLS, never a real guess) -> STARTTLS -> EHLO again -> QUIT. If the server hangs up
+after the AUTH attempt, STARTTLS is observed on a fresh connection.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets as _secrets
+import time
+from typing import Any, ClassVar, Mapping
+
+from smtpaudit.probes.base import (
+    ConnectionClosed,
+    ProbeContext,
+    ProbeError,
+    ProbeResult,
+    ServiceUnavailable,
+    TlsHandshakeFailed,
+)
+from smtpaudit.probes.smtp.client import Reply, SmtpClient, Transcript
+from smtpaudit.probes.smtp.ehlo import Capabilities, parse_ehlo
+from smtpaudit.probes.smtp.fingerprint import identify, reply_text
+from smtpaudit.targets import Endpoint, Mode
+
+INVALID_USER = "smtpaudit-invalid-user"
+
+
+def classify_auth_reply(code: int) -> str:
+    """Name what a reply to an AUTH attempt with an invalid credential tells us (RFC 4954 section 6)."""
+    if code in (235,):
+        return "accepted_invalid_credential"
+    if code in (535, 454, 334):
+        return "credentials_checked"
+    if code in (530, 538):
+        return "encryption_required"
+    if code in (500, 502, 503, 504):
+        return "not_supported"
+    return "other"
+
+
+async def _handshake(client: SmtpClient, result: ProbeResult) -> tuple[Reply, Capabilities]:
+    """Greeting, then EHLO with HELO fallback. Raises ServiceUnavailable on 421/554 greetings."""
+    t0 = time.monotonic()
+    greeting = await client.read_greeting()
+    result.facts.setdefault("smtp.greeting.seconds", round(time.monotonic() - t0, 3))
+    if greeting.code != 220:
+        raise ServiceUnavailable(f"{client.endpoint.id}: greeting {greeting.code} {greeting.text[:200]}")
+    reply = await client.ehlo()
+    if reply.code == 250:
+        return greeting, parse_ehlo(reply)
+    if reply.code == 421:
+        raise ServiceUnavailable(f"{client.endpoint.id}: EHLO answered 421 {reply.text[:200]}")
+    result.facts["smtp.ehlo.supported"] = False
+    helo = await client.command(f"HELO {client.ctx.ehlo_name}")
+    if helo.code != 250:
+        raise ProbeError(f"{client.endpoint.id}: neither EHLO nor HELO accepted ({reply.code}, {helo.code})")
+    caps = Capabilities(hostname=(helo.lines[0].split() or [None])[0] if helo.lines else None)
+    return greeting, caps
+
+
+async def _auth_probe(client: SmtpClient, caps: Capabilities) -> Reply:
+    """One AUTH attempt with a random, certainly-invalid credential; cancels any further challenge."""
+    password = _secrets.token_hex(12)
+    if "PLAIN" in caps.auth or "LOGIN" not in caps.auth:
+        token = base64.b64encode(f"\0{INVALID_USER}\0{password}".encode()).decode()
+        reply = await client.command(f"AUTH PLAIN {token}", shown="AUTH PLAIN [redacted invalid test credential]")
+    else:
+        reply = await client.command("AUTH LOGIN")
+        if reply.code == 334:
+            reply = await client.command(base64.b64encode(INVALID_USER.encode()).decode(), shown="[redacted]")
+            if reply.code == 334:
+                reply = await client.command(base64.b64encode(password.encode()).decode(), shown="[redacted]")
+    if reply.code == 334:
+        # A server still asking for more: abort the exchange as RFC 4954 4 allows.
+        await client.command("*")
+    return reply
+
+
+class SessionProbe:
+    """Observes one ordinary SMTP session and the STARTTLS upgrade."""
+
+    name: ClassVar[str] = "smtp.session"
+    intrusive: ClassVar[bool] = False
+    after: ClassVar[tuple[str, ...]] = ()
+
+    async def run(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any]) -> ProbeResult:
+        result = ProbeResult(probe=self.name)
+        transcript = Transcript(ctx.secrets)
+        started = time.monotonic()
+        try:
+            await self._observe(endpoint, ctx, result, transcript)
+        except ProbeError as exc:
+            result.status = "error"
+            result.error_reason = exc.reason
+            result.error_message = exc.message
+        finally:
+            result.transcript = transcript.lines
+            result.duration = time.monotonic() - started
+            self._fingerprint(result)
+        return result
+
+    @staticmethod
+    def _fingerprint(result: ProbeResult) -> None:
+        f = result.facts
+        if "smtp.greeting.text" not in f:
+            return
+        def lines(key: str) -> list[str]:
+            return (f.get(key) or "").split("\n")
+
+        fp = identify(
+            reply_text(f.get("smtp.greeting.code"), lines("smtp.greeting.text")),
+            reply_text(250, lines("smtp.ehlo.text")) if f.get("smtp.ehlo.text") else "",
+            reply_text(f.get("smtp.help.code"), lines("smtp.help.text")) if f.get("smtp.help.text") else "",
+        )
+        f["software.product"] = fp.product
+        f["software.version"] = fp.version
+        f["software.version_source"] = fp.source if fp.version else None
+        f["software.evidence"] = fp.evidence
+
+    async def _observe(self, endpoint: Endpoint, ctx: ProbeContext, result: ProbeResult, transcript: Transcript) -> None:
+        f = result.facts
+        implicit = endpoint.mode is Mode.IMPLICIT
+        result.connections += 1
+        client = await SmtpClient.open(endpoint, ctx, transcript, conn=0)
+        try:
+            f["smtp.implicit_tls"] = implicit
+            if implicit:
+                f["smtp.tls.version"] = client.tls_version
+                f["smtp.tls.cipher"] = client.tls_cipher
+            try:
+                greeting, caps = await _handshake(client, result)
+            finally:
+                # Record what the greeting was even when it was a refusal.
+                self._record_greeting(client, transcript, f)
+            self._record_ehlo(f, caps, "smtp.ehlo")
+            f.setdefault("smtp.ehlo.supported", True)
+            f["smtp.auth.mechanisms"] = caps.auth
+            f["smtp.auth.mechanisms_before_tls"] = None if implicit else caps.auth
+            starttls_offered = caps.has("STARTTLS")
+            f["smtp.starttls.offered"] = None if implicit else starttls_offered
+
+            help_reply = await client.command("HELP")
+            f["smtp.help.code"] = help_reply.code
+            f["smtp.help.text"] = help_reply.text[:2000] if help_reply.code in (211, 214) else None
+
+            if implicit:
+                f["smtp.auth.plaintext_probe"] = None
+                f["smtp.auth.plaintext_probe_code"] = None
+                f["smtp.auth.mechanisms_after_tls"] = caps.auth
+                f["smtp.starttls.works"] = None
+                await client.quit()
+                return
+
+            try:
+                auth_reply = await _auth_probe(client, caps)
+            except ConnectionClosed:
+                f["smtp.auth.plaintext_probe"] = "connection_closed"
+                f["smtp.auth.plaintext_probe_code"] = None
+                await client.close()
+            else:
+                f["smtp.auth.plaintext_probe"] = classify_auth_reply(auth_reply.code)
+                f["smtp.auth.plaintext_probe_code"] = auth_reply.code
+                f["smtp.auth.plaintext_probe_text"] = auth_reply.text[:300]
+                if auth_reply.code == 421:
+                    await client.close()
+        except BaseException:
+            await client.close()
+            raise
+        if not f.get("smtp.starttls.offered"):
+            f["smtp.starttls.works"] = None
+            f["smtp.auth.mechanisms_after_tls"] = None
+            await client.quit()
+            return
+        if client.closed:
+            result.connections += 1
+            client = await SmtpClient.open(endpoint, ctx, transcript, conn=1)
+            await _handshake(client, result)
+        await self._starttls(client, f)
+
+    @staticmethod
+    def _record_greeting(client: SmtpClient, transcript: Transcript, f: dict[str, Any]) -> None:
+        greeting_lines = [ln for ln in transcript.lines if ln.direction == "S" and ln.conn == client.conn]
+        if not greeting_lines or "smtp.greeting.code" in f:
+            return
+        first = greeting_lines[0].text
+        code = int(first[:3]) if first[:3].isdigit() else None
+        # The greeting reply: all leading S lines with the first line's code.
+        texts = []
+        for ln in greeting_lines:
+            if ln.text[:3] != first[:3]:
+                break
+            texts.append(ln.text[4:])
+            if ln.text[3:4] != "-":
+                break
+        f["smtp.greeting.code"] = code
+        f["smtp.greeting.text"] = "\n".join(texts)[:2000]
+        words = texts[0].split() if texts else []
+        f["smtp.greeting.hostname"] = words[0] if words else None
+
+    @staticmethod
+    def _record_ehlo(f: dict[str, Any], caps: Capabilities, prefix: str) -> None:
+        f[f"{prefix}.hostname"] = caps.hostname
+        f[f"{prefix}.keywords"] = caps.keywords
+        f[f"{prefix}.size"] = caps.size
+        if prefix == "smtp.ehlo":
+            f["smtp.ehlo.text"] = "\n".join(
+                [caps.hostname or ""] + [" ".join([k, *caps.params.get(k, [])]) for k in caps.keywords]
+            )
+
+    async def _starttls(self, client: SmtpClient, f: dict[str, Any]) -> None:
+        try:
+            reply = await client.starttls()
+        except TlsHandshakeFailed as exc:
+            f["smtp.starttls.code"] = 220
+            f["smtp.starttls.works"] = False
+            f["smtp.starttls.error"] = exc.message
+            f["smtp.auth.mechanisms_after_tls"] = None
+            await client.close()
+            return
+        f["smtp.starttls.code"] = reply.code
+        if reply.code != 220:
+            f["smtp.starttls.works"] = False
+            f["smtp.starttls.error"] = f"STARTTLS answered {reply.code} {reply.text[:200]}"
+            f["smtp.auth.mechanisms_after_tls"] = None
+            await client.quit()
+            return
+        f["smtp.tls.version"] = client.tls_version
+        f["smtp.tls.cipher"] = client.tls_cipher
+        try:
+            ehlo = await client.ehlo()
+        except ProbeError as exc:
+            f["smtp.starttls.works"] = False
+            f["smtp.starttls.error"] = f"no usable SMTP session after the TLS handshake: {exc.message}"
+            f["smtp.auth.mechanisms_after_tls"] = None
+            await client.close()
+            return
+        f["smtp.starttls.works"] = ehlo.code == 250
+        f["smtp.starttls.error"] = None if ehlo.code == 250 else f"EHLO after TLS answered {ehlo.code}"
+        caps = parse_ehlo(ehlo) if ehlo.code == 250 else Capabilities()
+        self._record_ehlo(f, caps, "smtp.ehlo_tls")
+        f["smtp.auth.mechanisms_after_tls"] = caps.auth
+        f["smtp.starttls.offered_after_tls"] = caps.has("STARTTLS") if ehlo.code == 250 else None
+        await client.quit()

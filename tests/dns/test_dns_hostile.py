@@ -1,0 +1,138 @@
+"""Hostile and failing DNS, answered in-process by a fake server built on dnspython: SERVFAIL,
+REFUSED, silence, garbage and huge answers must become facts, never crashes."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rrset
+import pytest
+
+from smtpaudit.probes.dns.probes import DaneProbe, DnsDomainProbe, DnsHostProbe, MtaStsProbe
+from tests.dns.conftest import run_probe
+
+
+class FakeDns:
+    """UDP only (answers fit); ``behaviour(query) -> bytes | None`` (None: stay silent)."""
+
+    def __init__(self, behaviour):
+        self.behaviour = behaviour
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.stop_flag = threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.thread.start()
+
+    def loop(self):
+        while not self.stop_flag.is_set():
+            try:
+                data, peer = self.sock.recvfrom(65535)
+            except OSError:
+                continue
+            out = self.behaviour(dns.message.from_wire(data))
+            if out is not None:
+                self.sock.sendto(out, peer)
+
+    def stop(self):
+        self.stop_flag.set()
+        self.thread.join(2)
+        self.sock.close()
+
+
+def rcode(code):
+    def answer(q):
+        r = dns.message.make_response(q)
+        r.set_rcode(code)
+        return r.to_wire()
+    return answer
+
+
+def huge_txt(q):
+    r = dns.message.make_response(q)
+    name = q.question[0].name
+    if q.question[0].rdtype == dns.rdatatype.TXT:
+        # 30 SPF records, each with a long, invalid body, plus binary junk.
+        rrs = dns.rrset.from_text_list(name, 60, "IN", "TXT",
+                                       ['"v=spf1 ' + "x" * 200 + ' \\255\\000 +all"'] * 1 +
+                                       [f'"v=spf1 include:{i}.loop.example -all"' for i in range(29)])
+        r.answer.append(rrs)
+    elif q.question[0].rdtype == dns.rdatatype.MX:
+        r.answer.append(dns.rrset.from_text_list(name, 60, "IN", "MX", [f"{i} mx{i}.example." for i in range(80)] + ["0 ."]))
+    return r.to_wire(max_size=65000)
+
+
+def garbage(q):
+    return b"\x00\x01garbage that is not DNS"
+
+
+@pytest.fixture
+def fake():
+    servers = []
+
+    def make(behaviour):
+        s = FakeDns(behaviour)
+        servers.append(s)
+        return s
+    yield make
+    for s in servers:
+        s.stop()
+
+
+@pytest.mark.parametrize("behaviour, status", [
+    (rcode(dns.rcode.SERVFAIL), "servfail"),
+    (rcode(dns.rcode.REFUSED), "refused"),
+    (rcode(dns.rcode.NXDOMAIN), "nxdomain"),
+    (lambda q: None, "timeout"),
+    (garbage, "error"),  # an unparsable datagram is an error fact
+])
+def test_dns_failures_are_facts(fake, behaviour, status):
+    srv = fake(behaviour)
+    opts = {"resolver": f"127.0.0.1:{srv.port}", "dns_timeout": 0.3}
+    r = run_probe(DnsDomainProbe(), "domain:example.org", opts)
+    assert r.status == "ok", r.error_message
+    assert r.facts["dns.mx.lookup_status"] == status
+    assert r.facts["dns.dnssec.domain"] == "indeterminate"
+    if status != "nxdomain":
+        assert r.facts["dns.spf.record_count"] is None
+    m = run_probe(MtaStsProbe(), "domain:example.org", opts)
+    assert m.status == "ok" and m.facts["mta_sts.policy.fetched"] is None
+    h = run_probe(DnsHostProbe(), "mx.example.org", opts)
+    assert h.status == "ok" and h.facts["dns.host.addresses"] == []
+    d = run_probe(DaneProbe(), "mx.example.org", opts)
+    assert d.status == "ok" and d.facts["dane.tlsa.present"] is False
+
+
+def test_huge_hostile_answers_are_capped(fake):
+    srv = fake(huge_txt)
+    opts = {"resolver": f"127.0.0.1:{srv.port}", "dns_timeout": 0.5}
+    r = run_probe(DnsDomainProbe(), "domain:example.org", opts)
+    assert r.status == "ok", r.error_message
+    f = r.facts
+    assert f["dns.mx.null"] is True and f["dns.mx.errors"]  # null MX mixed with 80 hosts
+    assert len(f["dns.mx.hosts"]) <= 50
+    assert f["dns.spf.record_count"] == 30 and f["dns.spf.lookups"] is None
+    assert all(len(t) <= 2000 for t in f["dns.spf.records"])
+
+
+def test_unsigned_answers_without_anchor_are_indeterminate(fake):
+    def answer(q):
+        r = dns.message.make_response(q)
+        if q.question[0].rdtype == dns.rdatatype.MX:
+            r.answer.append(dns.rrset.from_text(q.question[0].name, 60, "IN", "MX", "10 mx.example.org."))
+        return r.to_wire()
+    srv = fake(answer)
+    r = run_probe(DnsDomainProbe(), "domain:example.org", {"resolver": f"127.0.0.1:{srv.port}", "dns_timeout": 0.3})
+    # The root has no signed DNSKEY here: the chain cannot be built, which is not "secure".
+    assert r.facts["dns.dnssec.domain"] in ("indeterminate", "bogus")
+    assert r.facts["dns.mx.hosts"] == ["mx.example.org"]
+
+
+def test_bad_resolver_option_is_a_probe_error():
+    r = run_probe(DnsDomainProbe(), "domain:example.org", {"resolver": "not-an-ip"})
+    assert r.status == "error" and r.error_reason == "config"

@@ -1,0 +1,1 @@
+"""In-process fake servers for edge and hostile cases (loopback only)."""
