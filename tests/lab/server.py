@@ -196,6 +196,18 @@ class LabServer(abc.ABC):
             self.params = dict(self._base_params)
             self.start()
 
+    @property
+    def targets(self) -> dict[str, str]:
+        """Scanner target strings per port role (smtp://, submission://, smtps:// with the real port)."""
+        return {role: f"{role}://{self.host}:{port}" for role, port in self.ports.items()}
+
+    @property
+    def endpoints(self) -> dict[str, Any]:
+        """The targets parsed into smtpaudit Endpoints (mode and role come from the scheme)."""
+        from smtpaudit.targets import parse_target  # the lab itself does not need smtpaudit
+
+        return {role: parse_target(target) for role, target in self.targets.items()}
+
     def log_tail(self, lines: int = 40) -> str:
         """The end of the MTA's main log."""
         return procs.log_tail(self.log_path, lines)
@@ -213,6 +225,7 @@ class LabServer(abc.ABC):
             "variant": self.variant,
             "host": self.host,
             "ports": dict(self.ports),
+            "targets": self.targets,
             "banner": self.banner,
             "ca_cert": str(self.ca_cert),
             "log_path": str(self.log_path),
