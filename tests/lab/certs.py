@@ -168,7 +168,7 @@ def ensure_lab_pki(directory: Path) -> LabPKI:
         files += [pair.cert, pair.chain, pair.key]
     if all(f.exists() for f in files):
         return pki
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_cert, ca_key = _make_ca(directory, now)
     _signed_leaf(directory, "rsa", rsa.generate_private_key(public_exponent=65537, key_size=2048),
                  ca_cert, ca_key, now)

@@ -68,7 +68,7 @@ class EximServer(LabServer):
         # Validate first: a config error then lands in the message, not in a dead daemon's stderr.
         check = subprocess.run(
             [str(exim_binary()), "-C", str(self.config_path), "-bV"],
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, check=False,
         )
         if check.returncode != 0:
             raise procs.LabStartError(f"exim -bV rejected the config:\n{check.stdout}{check.stderr}")

@@ -136,7 +136,7 @@ def lab_reconfigure() -> Iterator[Callable[..., LabServer]]:
         server.reset()
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     """Report how long each lab instance took to start (first start of the session)."""
     if STARTUP_SECONDS:
         terminalreporter.write_sep("-", "lab start-up times")

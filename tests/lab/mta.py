@@ -20,8 +20,8 @@ from .certs import ensure_lab_pki
 from .exim import EximServer
 from .opensmtpd import OpenSMTPDServer
 from .postfix import PostfixServer
-from .server import Credentials, LabServer
 from .procs import LabStartError
+from .server import Credentials, LabServer
 
 # instance name -> server class; the variant file tests/lab/variants/<name>.toml holds its config.
 INSTANCES: dict[str, type[LabServer]] = {

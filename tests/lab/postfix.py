@@ -123,7 +123,7 @@ class PostfixServer(LabServer):
             # Validates the config (fatal errors of master itself would be lost: no postlogd yet).
             check = subprocess.run(
                 [str(POSTFIX), "-c", str(self.config_dir), "check"],
-                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False,
             )
             if check.returncode != 0:
                 raise procs.LabStartError(f"postfix check failed:\n{check.stdout}{check.stderr}")

@@ -203,8 +203,11 @@ class LabServer(abc.ABC):
 
     @property
     def endpoints(self) -> dict[str, Any]:
-        """The targets parsed into smtpaudit Endpoints (mode and role come from the scheme)."""
-        from smtpaudit.targets import parse_target  # the lab itself does not need smtpaudit
+        """The targets parsed into smtpaudit Endpoints (mode and role come from the scheme).
+
+        Imported here: starting and stopping the lab does not need smtpaudit itself.
+        """
+        from smtpaudit.targets import parse_target
 
         return {role: parse_target(target) for role, target in self.targets.items()}
 

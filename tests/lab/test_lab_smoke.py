@@ -297,8 +297,10 @@ def test_startup_is_fast(server: LabServer) -> None:
 
 
 def test_bad_config_fails_to_start_with_the_reason(exim_insecure: LabServer, lab_reconfigure) -> None:
-    with pytest.raises(pytest.skip.Exception, match="(?s)failed to restart.*no_such_exim_option"):
-        with pytest.MonkeyPatch.context() as mp:
-            mp.delenv("CI", raising=False)
-            lab_reconfigure(exim_insecure, no_such_exim_option="1")
+    with (
+        pytest.MonkeyPatch.context() as mp,
+        pytest.raises(pytest.skip.Exception, match="(?s)failed to restart.*no_such_exim_option"),
+    ):
+        mp.delenv("CI", raising=False)
+        lab_reconfigure(exim_insecure, no_such_exim_option="1")
     assert not exim_insecure.running
