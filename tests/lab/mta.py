@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -55,6 +56,9 @@ class Lab:
         self.run_root.chmod(0o755)
         self.pki = ensure_lab_pki(self.run_root / "pki")
         self.servers: dict[str, LabServer] = {}
+        # Daemons run in their own sessions: if the test run ends without the fixture teardown
+        # (an exception at exit, Ctrl-C), stop them anyway rather than leave them listening.
+        atexit.register(self.stop_all)
 
     def get(self, name: str) -> LabServer:
         """The instance object for `name` (created, not started)."""
