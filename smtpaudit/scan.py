@@ -86,11 +86,17 @@ def judge_endpoint(
     facts = entry["facts"]
     fact_probe = {name: spec.probe for name, spec in catalog.facts.items()}
     probe_errors = {p["probe"]: f"{p['error_reason']}: {p['error_message']}" for p in entry["probes"] if p["status"] == "error"}
+    probe_na: dict[str, str] = {}
     for p in entry["probes"]:
         if p["status"] == "skipped":
-            probe_errors[p["probe"]] = f"skipped: {p['error_message']}"
+            # Skipped because there was nothing to observe (no TLS) means "does not apply";
+            # skipped for lack of permission or of the probe itself means "not evaluated".
+            if p["error_reason"] in ("intrusive", "unavailable"):
+                probe_errors[p["probe"]] = f"skipped: {p['error_message']}"
+            else:
+                probe_na[p["probe"]] = p["error_message"] or p["error_reason"] or "nothing to observe"
     findings, not_evaluated, passed, not_applicable = [], [], [], []
-    for out in judge_all(rules, facts, fact_probe=fact_probe, probe_errors=probe_errors):
+    for out in judge_all(rules, facts, fact_probe=fact_probe, probe_errors=probe_errors, probe_not_applicable=probe_na):
         rule = rules[out.rule_id]
         if out.status == "finding":
             probes = sorted({fact_probe.get(f, "endpoint") for f in out.evidence})

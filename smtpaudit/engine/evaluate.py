@@ -51,8 +51,13 @@ def judge(
     *,
     fact_probe: Mapping[str, str],
     probe_errors: Mapping[str, str],
+    probe_not_applicable: Mapping[str, str] | None = None,
 ) -> Outcome:
-    """Evaluate one rule over one endpoint's facts."""
+    """Evaluate one rule over one endpoint's facts.
+
+    ``probe_not_applicable`` names probes that had nothing to observe on this endpoint (e.g. TLS
+    probes when STARTTLS is not offered): a rule that lacks only their facts does not apply.
+    """
     role, mode = facts.get("endpoint.role"), facts.get("endpoint.mode")
     if (role is not None and role not in rule.roles) or (mode is not None and mode not in rule.modes):
         return Outcome(rule.id, "not_applicable", reason=f"applies to roles {list(rule.roles)} and modes {list(rule.modes)}")
@@ -61,8 +66,12 @@ def judge(
         return Outcome(rule.id, "finding", render_message(rule, facts), evidence=dict(sorted(ev.used.items())))
     if ev.value is False:
         return Outcome(rule.id, "pass", evidence=dict(sorted(ev.used.items())))
+    missing_probes = {fact_probe.get(f, "?") for f in ev.missing}
+    na = probe_not_applicable or {}
+    if missing_probes and missing_probes <= set(na):
+        return Outcome(rule.id, "not_applicable", reason="; ".join(f"{p}: {na[p]}" for p in sorted(missing_probes)))
     reasons = []
-    for probe in sorted({fact_probe.get(f, "?") for f in ev.missing}):
+    for probe in sorted(missing_probes):
         if probe in probe_errors:
             reasons.append(f"probe {probe} failed: {probe_errors[probe]}")
         else:
@@ -82,8 +91,10 @@ def judge_all(
     *,
     fact_probe: Mapping[str, str],
     probe_errors: Mapping[str, str],
+    probe_not_applicable: Mapping[str, str] | None = None,
 ) -> list[Outcome]:
-    return [judge(r, facts, fact_probe=fact_probe, probe_errors=probe_errors) for r in rules.values()]
+    return [judge(r, facts, fact_probe=fact_probe, probe_errors=probe_errors, probe_not_applicable=probe_not_applicable)
+            for r in rules.values()]
 
 
 def check_examples(rule: Rule) -> list[str]:

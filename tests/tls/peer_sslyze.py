@@ -22,7 +22,10 @@ SSLYZE_KEYS = {
 
 def sslyze_python() -> str | None:
     """An interpreter that can import sslyze, or None."""
-    for py in (os.environ.get("SMTPAUDIT_SSLYZE_PYTHON"), sys.executable):
+    # .ci/install-peers.sh puts sslyze in its own venv: it pins cryptography<47, which must not
+    # downgrade the project's own environment.
+    lab_venv = os.path.join(os.environ.get("SMTPAUDIT_LAB_PREFIX", "/opt/smtpaudit-lab"), "sslyze-venv", "bin", "python")
+    for py in (os.environ.get("SMTPAUDIT_SSLYZE_PYTHON"), lab_venv, sys.executable):
         if py and subprocess.run([py, "-c", "import sslyze"], capture_output=True).returncode == 0:
             return py
     return None

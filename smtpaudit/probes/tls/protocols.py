@@ -157,8 +157,8 @@ class TlsProtocolsProbe:
             result.status = "skipped"
             result.error_reason = "no_tls"
             result.error_message = why_not
-            result.facts = {name: None for name in FACTS}
-            result.facts["tls.available"] = False
+            # Only this fact: the rest are absent, so rules over them are "not applicable", not "passed".
+            result.facts = {"tls.available": False}
             return result
         connector = SmtpTlsConnector(endpoint, ctx, transcript)
         reg = load_registry()
