@@ -54,6 +54,7 @@ class EximServer(LabServer):
             "run_dir": self.run_dir,
             "cert_chain": self.cert.chain,
             "cert_key": key,
+            "local_users": " : ".join(self.local_users),
             "auth_user": self.credentials.user,
             "auth_password": self.credentials.password,
             **{f"{role}_port": port for role, port in self.ports.items()},

@@ -64,8 +64,8 @@ class OpenSMTPDServer(LabServer):
         creds.chmod(0o640)
         shutil.chown(creds, "root", "opensmtpd")
         vusers = self.run_dir / "vusers"
-        # Catch-all: any local part of the lab domains is "delivered" (to /dev/null) as nobody.
-        vusers.write_text("@ nobody\n")
+        # The lab users of the lab domains are "delivered" (to /dev/null) as nobody; others are unknown.
+        vusers.write_text("".join(f"{u}@{d} nobody\n" for d in self.domains for u in self.local_users))
         vusers.chmod(0o644)
         values = {
             "hostname": self.hostname,

@@ -66,6 +66,7 @@ class PostfixServer(LabServer):
             "cert_chain": self.cert.chain,
             "cert_key": self.cert.key,
             "sasl_path": self.run_dir / "dovecot" / "auth",
+            "local_recipient_map": "inline:{ " + ", ".join(f"{u}=ok" for u in self.local_users) + " }",
             **{f"{role}_port": port for role, port in self.ports.items()},
         }
 

@@ -28,6 +28,11 @@ VARIANTS = LAB_DIR / "variants"
 # Exim and OpenSMTPD are unpacked here by .ci/install-lab.sh (they conflict with the apt Postfix).
 DEFAULT_PREFIX = "/opt/smtpaudit-lab"
 
+# Local parts that exist on every instance (for lab.test and mail.lab.test); anything else is
+# an unknown user. postmaster must exist (RFC 5321 4.5.1); enumeration probes need a difference.
+LAB_LOCAL_USERS = ("postmaster", "abuse", "labuser")
+LAB_DOMAINS = ("lab.test", LAB_HOSTNAME)
+
 _PLACEHOLDER = re.compile(r"@@([A-Za-z0-9_]+)@@")
 
 
@@ -91,6 +96,8 @@ class LabServer(abc.ABC):
         # What the variant is meant to produce (checked by test_lab_smoke.py). Describes the
         # variant's own parameters: after restart(**changes) it may no longer hold.
         self.expect: dict[str, Any] = dict(spec.get("expect", {}))
+        self.local_users: tuple[str, ...] = LAB_LOCAL_USERS
+        self.domains: tuple[str, ...] = LAB_DOMAINS
         self.run_dir = run_root / name
         self.log_dir = self.run_dir / "log"
         self.ports: dict[str, int] = {}

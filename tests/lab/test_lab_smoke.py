@@ -165,6 +165,22 @@ def test_vrfy(server: LabServer) -> None:
     try:
         code, text = client.vrfy("postmaster")
         assert code in server.expect["vrfy_codes"], (code, text)
+        code, text = client.vrfy("no-such-user-4711")
+        assert code in server.expect["vrfy_unknown_codes"], (code, text)
+    finally:
+        client.quit()
+
+
+def test_only_lab_users_exist(server: LabServer) -> None:
+    client = connect(server)
+    try:
+        assert client.mail("sender@example.org")[0] == 250
+        for user in server.local_users:
+            code, text = client.rcpt(f"{user}@lab.test")
+            assert code == 250, (user, code, text)
+        code, text = client.rcpt("no-such-user-4711@lab.test")
+        assert 500 <= code < 600, (code, text)
+        client.rset()
     finally:
         client.quit()
 
