@@ -86,6 +86,10 @@ def judge_endpoint(
     facts = entry["facts"]
     fact_probe = {name: spec.probe for name, spec in catalog.facts.items()}
     probe_errors = {p["probe"]: f"{p['error_reason']}: {p['error_message']}" for p in entry["probes"] if p["status"] == "error"}
+    if entry["status"] == "failed":
+        # Nothing was observed: list no per-rule noise, the entry's error says why.
+        entry.update(findings=[], not_evaluated=[], passed=[], not_applicable=[], score=None)
+        return
     probe_na: dict[str, str] = {}
     for p in entry["probes"]:
         if p["status"] == "skipped":
@@ -182,21 +186,31 @@ async def scan_endpoint(endpoint: Endpoint, probe_names: list[str], options: Sca
     results: list[ProbeResult] = []
     started_iso, t0 = now_iso(), time.monotonic()
     pending = list(probe_names)
+    unreachable: str | None = None
     try:
         async with asyncio.timeout(options.timeouts.endpoint):
             while pending:
                 name = pending[0]
-                result = await _run_probe(name, endpoint, ctx, facts)
+                if unreachable is not None and not name.startswith("dns."):
+                    # The session probe could not even get a greeting: hammering the port with
+                    # more probes (dozens of TLS hellos) would only repeat the same failure.
+                    result = ProbeResult(probe=name, status="skipped", error_reason="unreachable",
+                                         error_message=f"not run: {unreachable}")
+                else:
+                    result = await _run_probe(name, endpoint, ctx, facts)
                 pending.pop(0)
                 results.append(result)
                 facts.update(result.facts)
+                if name == "smtp.session" and result.status == "error" and result.facts.get("smtp.greeting.code") != 220:
+                    # No usable greeting (refused, silent, 421...): back off instead of probing on.
+                    unreachable = result.error_message
     except TimeoutError:
         for name in pending:
             results.append(ProbeResult(probe=name, status="error", error_reason="deadline",
                                        error_message=f"endpoint deadline of {options.timeouts.endpoint:g}s reached"))
     status, error = "scanned", None
     # The primary probe is the first one that talks to the server (DNS probes run first by name).
-    network = [r for r in results if not r.probe.startswith("dns.") and r.status != "skipped"] or results
+    network = [r for r in results if not r.probe.startswith("dns.") and r.error_reason != "unreachable"] or results
     primary = network[0] if network else None
     if primary is not None and primary.status == "error" and primary.error_reason in UNREACHABLE_REASONS and not any(r.status == "ok" for r in results if not r.probe.startswith("dns.")):
         # DNS probes succeed without the server; they do not make an unreachable endpoint scanned.

@@ -1,0 +1,1 @@
+"""smtpaudit's test suite (a package so helpers such as tests.lab can be imported)."""
