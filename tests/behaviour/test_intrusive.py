@@ -66,3 +66,15 @@ async def test_auth_not_offered(tmp_path: Path) -> None:
     async with FakeMta(tls_context=server_context(tmp_path)) as mta:
         result = await run_probe(AuthThrottleProbe, mta.port, intrusive=True)
     assert result.facts["smtp.auth_throttle.tested"] is False and result.facts["smtp.auth_throttle.unthrottled"] is None
+
+
+@async_test
+async def test_delayed_failures_count_as_throttling_and_stop_early(tmp_path: Path) -> None:
+    mta = FakeMta(tls_context=server_context(tmp_path), auth_mechanisms=("PLAIN",), auth_fail_delay=1.6)
+    async with mta:
+        t0 = time.monotonic()
+        result = await run_probe(AuthThrottleProbe, mta.port, intrusive=True)
+        elapsed = time.monotonic() - t0
+    f = result.facts
+    assert f["smtp.auth_throttle.attempts"] == 2 and f["smtp.auth_throttle.slowdown"] is True
+    assert f["smtp.auth_throttle.unthrottled"] is False and elapsed < 5

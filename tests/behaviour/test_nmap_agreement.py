@@ -63,4 +63,6 @@ def test_agreement_on_lab(request: pytest.FixtureRequest, fixture: str) -> None:
     hostname = next((ln.split()[-1] for ln in raw.splitlines() if "Service Info: Host:" in ln), None)
     ours = _ours(lab.host, port, hostname)
     assert our_pairs(ours) == theirs, raw
-    assert ours["smtp.relay.accepted_count"] == count
+    # nmap's "n/16" also counts an exchange that failed (Exim hangs up after 3 syntax errors and
+    # nmap reports "SMTP RSET: failed to receive data" as a result line): compare what it listed.
+    assert ours["smtp.relay.accepted_count"] == len(theirs) <= count

@@ -35,12 +35,14 @@ class FakeMta:
     enforce_sync: bool = False  # 554 + close when commands arrive pipelined after EHLO (Exim/Postfix forbid_unauth_pipelining)
     error_limit: int | None = None  # 421 + close after this many errors
     error_421_code: bytes = b"421 4.7.0 Too many errors\r\n"
+    reject_literal_senders: bool = False  # Exim: 501 "domain literals not allowed" for MAIL FROM:<x@[ip]>
     error_sleep_after: int | None = None  # tarpit: sleep error_sleep seconds per error past this count
     error_sleep: float = 1.0
     recipient_limit: int | None = None  # 452 past this many recipients per message
     auth_mechanisms: tuple[str, ...] = ()
     auth_users: dict[str, str] = field(default_factory=dict)
     auth_requires_tls: bool = True
+    auth_fail_delay: float = 0.0  # Dovecot's auth_failure_delay: each failure answered this late
     auth_fail_limit: int | None = None  # 421 + close after this many failed AUTH
     require_tls_for_mail: bool = False  # 530 "Must issue a STARTTLS command first"
     require_auth: bool = False  # 530 for MAIL without AUTH
@@ -173,6 +175,9 @@ class FakeMta:
                     elif self.require_auth and not st["auth"]:
                         if not await error(b"530 5.7.0 Authentication required\r\n"):
                             return
+                    elif self.reject_literal_senders and "@[" in arg:
+                        if not await error(b"501 <sender>: domain literals not allowed\r\n"):
+                            return
                     elif st["mail"]:
                         if not await error(b"503 5.5.1 Error: nested MAIL command\r\n"):
                             return
@@ -273,6 +278,7 @@ class FakeMta:
             await send(b"235 2.7.0 Authentication successful\r\n")
             return True
         st["auth_fail"] += 1
+        await asyncio.sleep(self.auth_fail_delay)
         if self.auth_fail_limit is None or st["auth_fail"] < self.auth_fail_limit:
             await send(b"535 5.7.8 Error: authentication failed\r\n")
         return False

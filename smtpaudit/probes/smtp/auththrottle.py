@@ -14,7 +14,7 @@ import secrets
 import time
 from typing import Any, ClassVar, Mapping
 
-from smtpaudit.probes.base import ConnectionClosed, ProbeContext, ProbeError, ProbeResult, ServiceUnavailable
+from smtpaudit.probes.base import ConnectionClosed, ProbeContext, ProbeError, ProbeResult, ReplyTimeout, ServiceUnavailable
 from smtpaudit.probes.smtp.behaviour import open_session, run_guarded, session
 from smtpaudit.probes.smtp.client import Transcript
 from smtpaudit.probes.smtp.submission import authenticate
@@ -24,6 +24,7 @@ ATTEMPTS, ATTEMPTS_MAX = 10, 30
 MAX_CONNECTIONS = 3
 BUDGET = 60.0
 SLOWDOWN = 1.0  # seconds slower than the first reply that count as throttling
+SLOW = 1.5  # a failure answered this late is throttled whatever the first one took
 
 
 class AuthThrottleProbe:
@@ -81,8 +82,19 @@ class AuthThrottleProbe:
                         attempts += 1
                         f["smtp.auth_throttle.disconnect_after"] = f["smtp.auth_throttle.disconnect_after"] or attempts
                         break
+                    except ReplyTimeout:
+                        # No answer within the command timeout: the strongest slowdown there is. The
+                        # reply may still come, so this connection is finished.
+                        attempts += 1
+                        latencies.append(time.monotonic() - t0)
+                        ended = True
+                        await s.client.close()
+                        break
                     latencies.append(time.monotonic() - t0)
                     attempts += 1
+                    if len(latencies) >= 2 and all(lat >= min(SLOW, latencies[0] + SLOWDOWN) for lat in latencies[-2:]):
+                        ended = True  # replies are being delayed (e.g. Dovecot's auth_failure_delay): throttled
+                        break
                     if reply.code == 421 or (400 <= reply.code < 500 and reply.code != 454):
                         f["smtp.auth_throttle.refused_after"] = attempts
                         ended = reply.code == 421
@@ -97,7 +109,8 @@ class AuthThrottleProbe:
         if latencies:
             f["smtp.auth_throttle.first_latency"] = round(latencies[0], 3)
             f["smtp.auth_throttle.last_latency"] = round(latencies[-1], 3)
-            f["smtp.auth_throttle.slowdown"] = latencies[-1] >= latencies[0] + SLOWDOWN
+            f["smtp.auth_throttle.slowdown"] = latencies[-1] >= latencies[0] + SLOWDOWN or (
+                len(latencies) >= 2 and all(lat >= SLOW for lat in latencies[-2:]))
         reacted = bool(f["smtp.auth_throttle.disconnect_after"] or f["smtp.auth_throttle.refused_after"]
                        or f["smtp.auth_throttle.slowdown"] or f["smtp.auth_throttle.reconnect_refused"])
         f["smtp.auth_throttle.unthrottled"] = None if attempts < cap and not reacted else not reacted

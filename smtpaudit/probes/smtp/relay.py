@@ -4,10 +4,12 @@ Each attempt is ``RSET``, ``MAIL FROM``, and (only when MAIL was accepted) ``RCP
 is the RCPT reply. DATA is never sent, so nothing is ever delivered. External recipients use a
 reserved domain (``relaytest.invalid`` unless ``--relay-domain`` says otherwise).
 
-To stay below Postfix's error tarpit (responses slow down after 10 errors in one session) the
-variants are split over two connections of eight; the control (a random local part at the server's
-own name: a server that accepts it checks no recipients at RCPT time, so an accepted relay attempt
-might only be a later bounce) rides on the second. A third connection repeats the plain variant
+To stay below Postfix's error tarpit (responses slow down after 10 errors in one session) a
+connection is replaced after 8 error replies, and a sender the server refused once (Exim refuses
+address literals) is not sent again; a server that hangs up (Exim, after 3 syntax errors) gets a
+new connection, at most 5 in all. The control (a random local part at the server's own name: a
+server that accepts it checks no recipients at RCPT time, so an accepted relay attempt might only
+be a later bounce) runs last. A third connection repeats the plain variant
 after STARTTLS when the server offers it. A 530 ends the probe (authentication is required, as
 nmap concludes); a 421 ends it too (the server wants us gone).
 """
@@ -20,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
-from smtpaudit.probes.base import ProbeContext, ProbeResult, ServiceUnavailable
+from smtpaudit.probes.base import ConnectionClosed, ProbeContext, ProbeResult, ServiceUnavailable
 from smtpaudit.probes.smtp.behaviour import Session, random_local_part, relay_domain, run_guarded, session, short
 from smtpaudit.probes.smtp.client import Transcript
 from smtpaudit.targets import Endpoint, Mode
@@ -28,7 +30,9 @@ from smtpaudit.targets import Endpoint, Mode
 VARIANTS_FILE = Path(__file__).with_name("relay_variants.toml")
 FROM_LOCAL = "smtpaudit"
 TO_LOCAL = "relaytest"
-BATCH = 8
+# Errors per connection before a fresh one: Postfix slows every reply down after 10 (smtpd_soft_error_limit).
+ERRORS_PER_CONNECTION = 8
+MAX_CONNECTIONS = 5
 
 
 @lru_cache(maxsize=1)
@@ -84,16 +88,27 @@ class RelayProbe:
         f["smtp.relay.server_name"] = srvname
 
         todo = list(variants())
+        refused_senders: dict[str, tuple[int, str | None]] = {}
+        control_done = False
         try:
-            while todo:
-                batch, todo = todo[:BATCH], todo[BATCH:]
+            while todo or not control_done:
+                if result.connections >= MAX_CONNECTIONS:
+                    raise ConnectionClosed(f"{endpoint.id}: the server closed {MAX_CONNECTIONS} relay-test connections")
                 async with session(endpoint, ctx, transcript, result) as s:
                     values["ip"] = values["ip"] or _peer_literal(s)
                     f["smtp.relay.ip"] = values["ip"]
-                    for v in batch:
-                        await self._attempt(s, v, values, f, attempts)
-                    if not todo:
-                        f["smtp.relay.control"] = await self._control(s, srvname)
+                    errors = 0
+                    try:
+                        while todo and errors < ERRORS_PER_CONNECTION:
+                            errors += await self._attempt(s, todo.pop(0), values, f, attempts, refused_senders)
+                        if not todo and errors <= ERRORS_PER_CONNECTION:  # the control may be error 9
+                            f["smtp.relay.control"] = await self._control(s, srvname)
+                            control_done = True
+                    except ConnectionClosed:
+                        # Exim hangs up after 3 syntax errors (smtp_max_synprot_errors): go on with a new connection.
+                        if attempts and attempts[-1]["accepted"] is None and "skipped" not in attempts[-1]:
+                            attempts[-1]["note"] = "the server closed the connection"
+                        await s.client.close()
             f["smtp.relay.completed"] = True
         except _Stop:
             pass
@@ -118,9 +133,15 @@ class RelayProbe:
                     f["smtp.relay.starttls_accepted"] = tls_attempts[0]["accepted"]
 
     async def _attempt(
-        self, s: Session, variant: Mapping[str, Any], values: Mapping[str, str | None], f: dict[str, Any], out: list[dict[str, Any]]
-    ) -> None:
-        """One RSET / MAIL / RCPT exchange, recorded in ``out`` before any reply can end the probe."""
+        self, s: Session, variant: Mapping[str, Any], values: Mapping[str, str | None], f: dict[str, Any],
+        out: list[dict[str, Any]], refused_senders: dict[str, tuple[int, str | None]] | None = None,
+    ) -> int:
+        """One RSET / MAIL / RCPT exchange, recorded in ``out`` before any reply can end the probe.
+
+        Returns the number of error replies it caused. A sender the server already refused is not
+        sent again (same answer, one error less: Exim drops the session after 3 syntax errors).
+        """
+        refused_senders = {} if refused_senders is None else refused_senders
         mail_from = expand(variant["mail_from"], values)
         rcpt_to = expand(variant["rcpt_to"], values)
         record: dict[str, Any] = {
@@ -130,18 +151,26 @@ class RelayProbe:
         out.append(record)
         if mail_from is None or rcpt_to is None:
             record["skipped"] = "the server announced no name to build this address from"
-            return
+            return 0
+        if mail_from in refused_senders:
+            record["mail_code"], record["mail_text"] = refused_senders[mail_from]
+            record["accepted"] = False
+            record["note"] = "this sender was refused earlier in the test; not sent again"
+            return 0
         await s.client.command("RSET")
         mail = await s.client.command(f"MAIL FROM:<{mail_from}>")
         record["mail_code"], record["mail_text"] = mail.code, short(mail)
         self._check_stop(mail.code, f)
         if not mail.positive:
             record["accepted"] = False
-            return
+            if mail.code >= 500:
+                refused_senders[mail_from] = (mail.code, short(mail))
+            return 1
         rcpt = await s.client.command(f"RCPT TO:<{rcpt_to}>")
         record["rcpt_code"], record["rcpt_text"] = rcpt.code, short(rcpt)
         record["accepted"] = 200 <= rcpt.code < 300
         self._check_stop(rcpt.code, f)
+        return 0 if record["accepted"] else 1
 
     @staticmethod
     def _check_stop(code: int, f: dict[str, Any]) -> None:

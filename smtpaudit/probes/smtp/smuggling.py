@@ -117,5 +117,8 @@ class SmugglingProbe:
             return None
         finally:
             # Never QUIT or RSET here: after a timeout the server is still reading message data,
-            # and any further bytes would become part of it. Closing the socket discards it.
+            # and any further bytes would become part of it. Aborting the socket (no TLS
+            # close_notify to wait for) ends the session; the server discards the open transaction.
+            if c.writer.transport is not None:
+                c.writer.transport.abort()
             await c.close()
