@@ -120,3 +120,17 @@ def test_intrusive_probes_bounded_on_real_servers(request: pytest.FixtureRequest
     assert elapsed < 170, elapsed
     results = entry["facts"].get("smtp.smuggling.results") or []
     assert all(r["outcome"] in ("accepted", "rejected", "timeout", "closed") for r in results)
+
+
+@pytest.mark.parametrize("name", ("postfix_hardened", "exim_secure"))
+def test_submission_login_with_credentials(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           name: str) -> None:
+    lab = _lab(request, name)
+    monkeypatch.setenv("SMTPAUDIT_AUTH_PASSWORD", lab.credentials.password)
+    entry, _ = _scan(tmp_path, f"submission://{lab.host}:{lab.ports['submission']}", "--auth-user", lab.credentials.user)
+    _cost(name + "/587+auth", entry)
+    f = entry["facts"]
+    assert f["smtp.submission.mail_before_tls_accepted"] is False and f["smtp.submission.unauth_accepted"] is False
+    assert f["smtp.submission.auth_tested"] is True and "PLAIN" in f["smtp.submission.auth_ok_mechanisms"], f["smtp.submission.auth_results"]
+    assert not _ids(entry) & {"submission-accepts-mail-without-auth", "submission-starttls-not-enforced"}
+    assert lab.credentials.password not in json.dumps(entry)

@@ -83,7 +83,8 @@ async def test_421_mid_test_is_an_error_not_a_verdict() -> None:
     async with FakeMta(error_limit=3) as mta:
         result = await run_probe(RelayProbe, mta.port, prior=PRIOR)
     assert result.status == "error" and result.error_reason == "service_unavailable"
-    assert result.facts["smtp.relay.accepted_count"] == 0
+    # An unfinished test that saw no relay leaves the counts absent: "not evaluated", never a pass.
+    assert "smtp.relay.accepted_count" not in result.facts
 
 
 @async_test
@@ -129,3 +130,11 @@ async def test_server_that_keeps_hanging_up_is_bounded() -> None:
         result = await run_probe(RelayProbe, mta.port, prior=PRIOR)
     assert result.status == "error" and result.error_reason == "connection_closed"
     assert mta.connections == 5
+
+
+@async_test
+async def test_relay_seen_before_a_421_is_kept() -> None:
+    async with FakeMta(relay_if=lambda a: a.startswith("relaytest@"), error_limit=3) as mta:
+        result = await run_probe(RelayProbe, mta.port, prior=PRIOR)
+    assert result.status == "error"
+    assert result.facts["smtp.relay.accepted_count"] >= 1 and 1 in result.facts["smtp.relay.accepted_variants"]

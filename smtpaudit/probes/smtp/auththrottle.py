@@ -48,8 +48,7 @@ class AuthThrottleProbe:
                   "smtp.auth_throttle.attempts": 0, "smtp.auth_throttle.disconnect_after": None,
                   "smtp.auth_throttle.refused_after": None, "smtp.auth_throttle.first_latency": None,
                   "smtp.auth_throttle.last_latency": None, "smtp.auth_throttle.slowdown": None,
-                  "smtp.auth_throttle.reconnect_refused": None, "smtp.auth_throttle.valid_login_after": None,
-                  "smtp.auth_throttle.unthrottled": None})
+                  "smtp.auth_throttle.reconnect_refused": None, "smtp.auth_throttle.valid_login_after": None})
         latencies: list[float] = []
         deadline = time.monotonic() + BUDGET
         attempts = 0
@@ -69,6 +68,8 @@ class AuthThrottleProbe:
                 if mech is None:
                     if attempts:
                         f["smtp.auth_throttle.reconnect_refused"] = True  # AUTH withdrawn after failures
+                        break
+                    f["smtp.auth_throttle.unthrottled"] = None  # nothing to test: AUTH not offered
                     return
                 f["smtp.auth_throttle.mechanism"] = mech
                 if attempts:

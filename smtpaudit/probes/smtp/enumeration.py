@@ -6,7 +6,7 @@ the same domain. Never DATA, never a guessed real name, and only two error repli
 error tarpit is not reached. The verdict is conservative: a difference counts only when
 postmaster got 250/251 and *both* random names got the same permanent "no such user" (550, 551,
 553); a 421, any 4xx, or randoms that disagree make it inconclusive (``null``) instead of a
-finding. VRFY and EXPN are asked by the ``smtp.vrfy`` probe.
+finding. If the probe fails part-way, rcpt_differential stays absent ("not evaluated"). VRFY and EXPN are asked by the ``smtp.vrfy`` probe.
 """
 
 from __future__ import annotations
@@ -52,22 +52,25 @@ class EnumerationProbe:
         domain = local_domain(prior, endpoint, ctx)
         f["smtp.enumeration.domain"] = domain
         for key in ("mail_code", "postmaster_bare_code", "postmaster_bare_text", "postmaster_code", "postmaster_text",
-                    "random_code", "random_text", "random2_code", "rcpt_differential", "inconclusive_reason"):
+                    "random_code", "random_text", "random2_code", "inconclusive_reason"):
             f[f"smtp.enumeration.{key}"] = None
         async with session(endpoint, ctx, transcript, result) as s:
             mail = await s.client.command("MAIL FROM:<>")
             f["smtp.enumeration.mail_code"] = mail.code
             if not mail.positive:
                 f["smtp.enumeration.inconclusive_reason"] = f"MAIL FROM:<> refused ({mail.code})"
+                f["smtp.enumeration.rcpt_differential"] = None
                 return
             bare = await s.client.command("RCPT TO:<Postmaster>")
             f["smtp.enumeration.postmaster_bare_code"] = bare.code
             f["smtp.enumeration.postmaster_bare_text"] = short(bare)
             if bare.code == 421:
                 f["smtp.enumeration.inconclusive_reason"] = "421 after RCPT TO:<Postmaster>"
+                f["smtp.enumeration.rcpt_differential"] = None
                 return
             if domain is None:
                 f["smtp.enumeration.inconclusive_reason"] = "the server announced no domain name to test"
+                f["smtp.enumeration.rcpt_differential"] = None
                 return
             codes: list[int | None] = []
             for key, local in (("postmaster", "postmaster"), ("random", random_local_part()), ("random2", random_local_part())):

@@ -117,8 +117,7 @@ class LimitsProbe:
         f = result.facts
         cap = _cap(ctx, "errors_cap", ERRORS_CAP, ERRORS_CAP_MAX)
         f.update({"smtp.limits.errors_cap": cap, "smtp.limits.errors_sent": 0, "smtp.limits.errors_limit": None,
-                  "smtp.limits.errors_limit_code": None, "smtp.limits.errors_tarpit_after": None,
-                  "smtp.limits.errors_unlimited": None})
+                  "smtp.limits.errors_limit_code": None, "smtp.limits.errors_tarpit_after": None})
         latencies: list[float] = []
         deadline = time.monotonic() + PHASE_SECONDS
         async with session(endpoint, ctx, transcript, result) as s:
@@ -148,7 +147,8 @@ class LimitsProbe:
                         f["smtp.limits.errors_tarpit_after"] = len(latencies) - 2
                         f["smtp.limits.errors_unlimited"] = False
                         return
-            f["smtp.limits.errors_unlimited"] = f["smtp.limits.errors_sent"] >= cap
+            # Cut short by the time budget: inconclusive (null), neither limited nor unlimited.
+            f["smtp.limits.errors_unlimited"] = True if f["smtp.limits.errors_sent"] >= cap else None
 
     # ------------------------------------------------------------------ early talker
     async def _early_talker(self, endpoint: Endpoint, ctx: ProbeContext, result: ProbeResult, transcript: Transcript) -> None:

@@ -112,11 +112,8 @@ class RelayProbe:
             f["smtp.relay.completed"] = True
         except _Stop:
             pass
-        accepted = [a["n"] for a in attempts if a["accepted"]]
-        f["smtp.relay.accepted_variants"] = accepted
-        f["smtp.relay.accepted_count"] = len(accepted)
-        control = f["smtp.relay.control"]
-        f["smtp.relay.control_accepted"] = control["accepted"] if control else None
+        finally:
+            self._summarise(f, attempts)
         f["smtp.relay.starttls_accepted"] = None
         if f["smtp.relay.auth_required"] or not f["smtp.relay.completed"]:
             return
@@ -131,6 +128,20 @@ class RelayProbe:
                         pass
                     f["smtp.relay.starttls_attempt"] = tls_attempts[0]
                     f["smtp.relay.starttls_accepted"] = tls_attempts[0]["accepted"]
+
+    @staticmethod
+    def _summarise(f: dict[str, Any], attempts: list[dict[str, Any]]) -> None:
+        """Counts from the attempts so far. An unfinished test that saw no relay says nothing:
+        its counts stay absent so the rules report "not evaluated" instead of a pass."""
+        accepted = [a["n"] for a in attempts if a["accepted"]]
+        control = f["smtp.relay.control"]
+        f["smtp.relay.control_accepted"] = control["accepted"] if control else None
+        if not accepted and not f["smtp.relay.completed"] and not f["smtp.relay.auth_required"]:
+            f.pop("smtp.relay.accepted_variants", None)
+            f.pop("smtp.relay.accepted_count", None)
+            return
+        f["smtp.relay.accepted_variants"] = accepted
+        f["smtp.relay.accepted_count"] = len(accepted)
 
     async def _attempt(
         self, s: Session, variant: Mapping[str, Any], values: Mapping[str, str | None], f: dict[str, Any],

@@ -71,19 +71,25 @@ class SmugglingProbe:
         timeout = float(ctx.options.get("smuggling_timeout", DEFAULT_TIMEOUT))
         results: list[dict[str, Any]] = []
         f.update({"smtp.smuggling.recipient": rcpt, "smtp.smuggling.tested": False, "smtp.smuggling.results": results,
-                  "smtp.smuggling.accepted": [], "smtp.smuggling.accepted_producible": [],
                   "smtp.smuggling.not_tested_reason": None})
-        for seq in sequences():
-            entry = {"name": seq["name"], "sequence": visible(seq["bytes"]), "producible": seq["producible"],
-                     "outcome": None, "code": None, "text": None}
-            stop = await self._one(endpoint, ctx, transcript, result, rcpt, seq, entry, timeout)
-            if stop:
-                f["smtp.smuggling.not_tested_reason"] = stop
-                break
-            results.append(entry)
-        f["smtp.smuggling.tested"] = bool(results)
-        f["smtp.smuggling.accepted"] = [r["name"] for r in results if r["outcome"] == "accepted"]
-        f["smtp.smuggling.accepted_producible"] = [r["name"] for r in results if r["outcome"] == "accepted" and r["producible"]]
+        finished = False
+        try:
+            for seq in sequences():
+                entry = {"name": seq["name"], "sequence": visible(seq["bytes"]), "producible": seq["producible"],
+                         "outcome": None, "code": None, "text": None}
+                stop = await self._one(endpoint, ctx, transcript, result, rcpt, seq, entry, timeout)
+                if stop:
+                    f["smtp.smuggling.not_tested_reason"] = stop
+                    break
+                results.append(entry)
+            finished = True
+        finally:
+            f["smtp.smuggling.tested"] = bool(results)
+            accepted = [r["name"] for r in results if r["outcome"] == "accepted"]
+            # A run cut short by an error that saw nothing accepted proves nothing: leave the lists absent.
+            if finished or accepted:
+                f["smtp.smuggling.accepted"] = accepted
+                f["smtp.smuggling.accepted_producible"] = [r["name"] for r in results if r["outcome"] == "accepted" and r["producible"]]
 
     async def _one(self, endpoint: Endpoint, ctx: ProbeContext, transcript: Transcript, result: ProbeResult,
                    rcpt: str, seq: Mapping[str, Any], entry: dict[str, Any], timeout: float) -> str | None:

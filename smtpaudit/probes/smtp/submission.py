@@ -73,12 +73,17 @@ class SubmissionProbe:
         f = result.facts
         checked = endpoint.role is Role.SUBMISSION
         f["smtp.submission.checked"] = checked
-        for name in ("mail_before_tls_code", "mail_before_tls_text", "rcpt_before_tls_code", "mail_before_tls_accepted",
+        # Verdict facts (…_accepted) are set only once observed: a check cut short leaves them
+        # absent, so its rules say "not evaluated" rather than pass.
+        for name in ("mail_before_tls_code", "mail_before_tls_text", "rcpt_before_tls_code",
                      "unauth_mail_code", "unauth_rcpt_code", "unauth_reply_text", "unauth_refusal_code",
-                     "unauth_accepted", "unauth_over_tls", "auth_results", "auth_ok_mechanisms"):
+                     "unauth_over_tls", "auth_results", "auth_ok_mechanisms"):
             f[f"smtp.submission.{name}"] = None
         f["smtp.submission.auth_tested"] = False
+        if not checked or endpoint.mode is not Mode.STARTTLS:
+            f["smtp.submission.mail_before_tls_accepted"] = None
         if not checked:
+            f["smtp.submission.unauth_accepted"] = None
             result.status, result.error_reason = "skipped", "not_applicable"
             result.error_message = "not a submission endpoint (use --role submission to check it as one)"
             return
