@@ -20,12 +20,18 @@ async def test_strict_server_timed_out_messages_are_never_completed() -> None:
     assert [r["outcome"] for r in f["smtp.smuggling.results"]] == ["timeout"] * len(sequences())
     assert f["smtp.smuggling.accepted"] == [] and mta.messages == 0
     assert result.connections == len(sequences()) == mta.connections == mta.data_started
-    for raw, seq in zip(mta.raw, sequences()):
+    endings = {seq["name"]: seq["bytes"].encode("latin-1") for seq in sequences()}
+    seen = set()
+    for raw in mta.raw:
         data = bytes(raw)
-        # Nothing after the sequence: no valid end-of-data, no RSET, no QUIT.
-        assert data.endswith(seq["bytes"].encode("latin-1")), data[-40:]
+        # The connection's last bytes are its test sequence: nothing after it, so no valid
+        # end-of-data, no RSET, no QUIT ever followed a timed-out message.
+        name = data.split(b"server took <", 1)[1].split(b">", 1)[0].decode()
+        seen.add(name)
+        assert data.endswith(endings[name]), data[-40:]
         assert b"\r\n.\r\n" not in data
         assert b"QUIT" not in data.split(b"DATA\r\n", 1)[1] and b"RSET" not in data
+    assert seen == set(endings)
 
 
 @async_test

@@ -11,7 +11,7 @@ Bounded in count and time, safe for a nightly scan (no message is ever sent):
 * early talker: send EHLO before the greeting arrives; is that rejected (Postfix postscreen
   pregreet, Exim's synchronization check)? The only place smtpaudit speaks first, on purpose.
 * idle timeout: one greeted connection left idle while the others run (plus ``idle_watch``
-  seconds, default 0; 30 with --intrusive); did the server close it, and when?
+  seconds, default 0: servers wait minutes, RFC 5321 4.5.3.2.7); did the server close it, and when?
 
 Every phase stops at the first 421. Connections: 4 (one of them the idle watcher, concurrent).
 """
@@ -62,7 +62,7 @@ class LimitsProbe:
             await self._errors(endpoint, ctx, result, transcript)
             await self._early_talker(endpoint, ctx, result, transcript)
         finally:
-            watch = float(ctx.options.get("idle_watch", 30.0 if ctx.intrusive else 0.0))
+            watch = float(ctx.options.get("idle_watch", 0.0))
             idle = await _finish_idle(idle_task, watch)
             f["smtp.limits.idle_timeout"] = idle[0]
             f["smtp.limits.idle_watched"] = round(idle[1], 1)
