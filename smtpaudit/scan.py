@@ -86,10 +86,6 @@ def judge_endpoint(
     facts = entry["facts"]
     fact_probe = {name: spec.probe for name, spec in catalog.facts.items()}
     probe_errors = {p["probe"]: f"{p['error_reason']}: {p['error_message']}" for p in entry["probes"] if p["status"] == "error"}
-    if entry["status"] == "failed":
-        # Nothing was observed: list no per-rule noise, the entry's error says why.
-        entry.update(findings=[], not_evaluated=[], passed=[], not_applicable=[], score=None)
-        return
     probe_na: dict[str, str] = {}
     for p in entry["probes"]:
         if p["status"] == "skipped":
@@ -128,7 +124,9 @@ def judge_endpoint(
     rank = {s: i for i, s in enumerate(SEVERITIES)}
     findings.sort(key=lambda f: (rank[f["severity"]], -f["score"], f["rule_id"]))
     entry["findings"] = findings
-    entry["not_evaluated"] = not_evaluated
+    # On an endpoint that could not be scanned, the entry's error already says why every SMTP/TLS
+    # rule is missing; findings from what was observed without it (DNS) are kept.
+    entry["not_evaluated"] = [] if entry["status"] == "failed" else not_evaluated
     entry["passed"] = sorted(passed)
     entry["not_applicable"] = sorted(not_applicable)
     rescore(entry, rules)

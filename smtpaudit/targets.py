@@ -69,6 +69,13 @@ class Endpoint:
     origin_file: str | None = None
     origin_line: int | None = None
     domain: str | None = None  # the mail domain this endpoint was found under (MX expansion)
+    # The IP address to connect to when it was resolved by smtpaudit itself (MX expansion through
+    # --resolver); the host name still drives SNI, certificate names and DNS checks.
+    address: str | None = None
+
+    @property
+    def connect_host(self) -> str:
+        return self.address or self.host
 
     @property
     def is_ipv6(self) -> bool:
@@ -83,6 +90,9 @@ class Endpoint:
         if self.role is Role.DOMAIN:
             return f"domain:{self.host}"
         host = f"[{self.host}]" if self.is_ipv6 else self.host
+        if self.address and self.address != self.host:
+            # One MX name may have several addresses: each is its own endpoint.
+            return f"{host}[{self.address}]:{self.port}"
         return f"{host}:{self.port}"
 
     @property
@@ -104,6 +114,7 @@ class Endpoint:
             "origin_file": self.origin_file,
             "origin_line": self.origin_line,
             "domain": self.domain,
+            "address": self.address,
         }
 
     @classmethod
@@ -117,6 +128,7 @@ class Endpoint:
             origin_file=data.get("origin_file"),  # type: ignore[arg-type]
             origin_line=data.get("origin_line"),  # type: ignore[arg-type]
             domain=data.get("domain"),  # type: ignore[arg-type]
+            address=data.get("address"),  # type: ignore[arg-type]
         )
 
 

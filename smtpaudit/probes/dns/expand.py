@@ -30,9 +30,19 @@ async def expand_domains(endpoints: list[Endpoint], options: dict[str, Any]) -> 
         out.append(ep)
         if ep.role is not Role.DOMAIN:
             continue
-        for host in by_domain[ep.host].hosts[:MAX_MX_ENDPOINTS]:
-            out.append(replace(ep, host=host, port=port, mode=Mode.STARTTLS, role=Role.MX,
-                               spec=f"{ep.spec} (MX {host})", domain=ep.host))
+        hosts = by_domain[ep.host].hosts[:MAX_MX_ENDPOINTS]
+        # Every address of every MX (IPv4 and IPv6) is its own endpoint, resolved through the
+        # same resolver as the DNS checks, so --resolver also decides where we connect.
+        resolved = await asyncio.gather(*(mx.addresses(client, h) for h in hosts))
+        count = 0
+        for host, addrs in zip(hosts, resolved):
+            ips = (addrs.ipv4 + addrs.ipv6) or [None]
+            for ip in ips:
+                if count >= MAX_MX_ENDPOINTS:
+                    break
+                count += 1
+                out.append(replace(ep, host=host, port=port, mode=Mode.STARTTLS, role=Role.MX,
+                                   spec=f"{ep.spec} (MX {host})", domain=ep.host, address=ip))
     return out
 
 

@@ -334,7 +334,7 @@ class DaneProbe(_DnsProbe):
             facts["dane.chain.source"] = "handshake"
             # Connect to the address the configured DNS gives (the lab resolver, not the system's).
             addrs = await mx.addresses(client, host)
-            target = (addrs.ipv4 + addrs.ipv6 or [endpoint.host])[0]
+            target = endpoint.address or (addrs.ipv4 + addrs.ipv6 or [endpoint.host])[0]
             try:
                 chain = await dane.fetch_chain(
                     target, endpoint.port, host, ehlo=ctx.ehlo_name, timeout=ctx.timeouts.tls,

@@ -9,6 +9,7 @@ It knows nothing about what is good or bad.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 import socket
 import ssl
@@ -85,6 +86,15 @@ def _printable(raw: bytes) -> str:
     return "".join(ch if ch.isprintable() or ch == "\t" else f"\\x{ord(ch):02x}" for ch in text)
 
 
+def _sni(host: str) -> str | None:
+    """RFC 6066 section 3: IP literals are not sent as server names."""
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        return host
+
+
 def permissive_tls_context() -> ssl.SSLContext:
     """A context that completes handshakes with anything, for observing (certificates are judged elsewhere)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -136,15 +146,15 @@ class SmtpClient:
     ) -> "SmtpClient":
         """Connect (and for implicit-TLS endpoints, handshake). Does not read the greeting."""
         use_tls = endpoint.mode is Mode.IMPLICIT if implicit_tls is None else implicit_tls
-        transcript.add("*", f"connect {endpoint.id}" + (" (implicit TLS)" if use_tls else ""), conn)
+        transcript.add("*", f"connect {endpoint.connect_host}:{endpoint.port}" + (" (implicit TLS)" if use_tls else ""), conn)
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(
-                    endpoint.host,
+                    endpoint.connect_host,
                     endpoint.port,
                     limit=ctx.limits.max_line + 2,
                     ssl=(tls_context or permissive_tls_context()) if use_tls else None,
-                    server_hostname=endpoint.host if use_tls else None,
+                    server_hostname=_sni(endpoint.host) if use_tls else None,
                     ssl_handshake_timeout=ctx.timeouts.tls if use_tls else None,
                 ),
                 timeout=ctx.timeouts.connect + (ctx.timeouts.tls if use_tls else 0),
@@ -272,7 +282,7 @@ class SmtpClient:
         try:
             await self.writer.start_tls(
                 tls_context or permissive_tls_context(),
-                server_hostname=self.endpoint.host,
+                server_hostname=_sni(self.endpoint.host),
                 ssl_handshake_timeout=self.ctx.timeouts.tls,
             )
         except (ssl.SSLError, ConnectionError, OSError, asyncio.TimeoutError) as exc:
