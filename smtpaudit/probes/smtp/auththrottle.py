@@ -93,7 +93,8 @@ class AuthThrottleProbe:
                         break
                     latencies.append(time.monotonic() - t0)
                     attempts += 1
-                    if len(latencies) >= 2 and all(lat >= min(SLOW, latencies[0] + SLOWDOWN) for lat in latencies[-2:]):
+                    if latencies[-1] >= 2 * SLOW or (
+                            len(latencies) >= 2 and all(lat >= min(SLOW, latencies[0] + SLOWDOWN) for lat in latencies[-2:])):
                         ended = True  # replies are being delayed (e.g. Dovecot's auth_failure_delay): throttled
                         break
                     if reply.code == 421 or (400 <= reply.code < 500 and reply.code != 454):
@@ -110,7 +111,7 @@ class AuthThrottleProbe:
         if latencies:
             f["smtp.auth_throttle.first_latency"] = round(latencies[0], 3)
             f["smtp.auth_throttle.last_latency"] = round(latencies[-1], 3)
-            f["smtp.auth_throttle.slowdown"] = latencies[-1] >= latencies[0] + SLOWDOWN or (
+            f["smtp.auth_throttle.slowdown"] = latencies[-1] >= latencies[0] + SLOWDOWN or latencies[-1] >= 2 * SLOW or (
                 len(latencies) >= 2 and all(lat >= SLOW for lat in latencies[-2:]))
         reacted = bool(f["smtp.auth_throttle.disconnect_after"] or f["smtp.auth_throttle.refused_after"]
                        or f["smtp.auth_throttle.slowdown"] or f["smtp.auth_throttle.reconnect_refused"])
