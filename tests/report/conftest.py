@@ -73,12 +73,19 @@ def chromium_binary() -> str:
 
 def weak_fake(banner: str = "weak.example.test ESMTP Exim 4.91 ready", *, vrfy: bool = True) -> FakeSmtpServer:
     """A plaintext-only server with AUTH before TLS and (optionally) a disclosing VRFY."""
-    replies = {"VRFY": b"250 Postmaster <postmaster@weak.example.test>\r\n" if vrfy else b"252 Cannot VRFY user\r\n",
-               "EXPN": b"502 5.5.1 EXPN not available\r\n", "AUTH": b"535 5.7.8 Authentication failed\r\n"}
-    return FakeSmtpServer(
-        script=[Send(f"220 {banner}\r\n".encode())],
-        responder=simple_responder(ehlo=["weak.example.test", "PIPELINING", "AUTH PLAIN LOGIN", "SIZE 1000000"], replies=replies),
-    )
+    base = simple_responder(ehlo=["weak.example.test", "PIPELINING", "AUTH PLAIN LOGIN", "SIZE 1000000"],
+                            replies={"EXPN": b"502 5.5.1 EXPN not available\r\n", "AUTH": b"535 5.7.8 Authentication failed\r\n"})
+
+    def respond(line: str) -> bytes | None:
+        verb, _, arg = line.partition(" ")
+        if verb.upper() == "VRFY":
+            if not vrfy:
+                return b"252 Cannot VRFY user\r\n"
+            # Truthful VRFY: known users confirmed, anything else unknown (the disclosure signature).
+            return b"250 Postmaster <postmaster@weak.example.test>\r\n" if "postmaster" in arg.lower() else b"550 5.1.1 User unknown\r\n"
+        return base(line)
+
+    return FakeSmtpServer(script=[Send(f"220 {banner}\r\n".encode())], responder=respond)
 
 
 def run_cli(*args: str) -> int:
