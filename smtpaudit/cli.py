@@ -3,8 +3,10 @@
 Exit codes (shared by every command):
   0  no open finding at or above --fail-on
   1  at least one open finding at or above --fail-on (diff: a new one)
-  2  usage error, bad rule file, bad policy or bad report file
+  2  usage error, bad rule file, bad policy, bad baseline or bad report file
   3  some target could not be scanned (the report is still written; overrides 1)
+
+`report` exits 0 after rendering unless --fail-on is given; `evaluate` judges like `scan`.
 """
 
 from __future__ import annotations
@@ -56,13 +58,18 @@ def _add_rule_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--policy", metavar="NAME|FILE", help="policy profile: a name under rules/policies/ or a .toml file")
 
 
-def _add_output_args(p: argparse.ArgumentParser, *, fail_on: bool = True) -> None:
+def _add_output_args(p: argparse.ArgumentParser, *, fail_on: bool = True, fail_on_default: str | None = "high") -> None:
     g = p.add_argument_group("output")
     g.add_argument("-o", "--output", metavar="FILE", help="write the report here ('-' for stdout); default: summary on stdout")
-    g.add_argument("--format", choices=("json", "text"), default=None, help="report format (default: json for files, text for the terminal)")
+    g.add_argument("--format", choices=("json", "text", "sarif", "html"), default=None,
+                   help="report format (default: json for files, text for the terminal)")
     g.add_argument("-q", "--quiet", action="store_true", help="no summary or progress on the terminal")
+    g.add_argument("--baseline", metavar="FILE", help="accepted findings (TOML): reported as suppressed, not counted in the exit code")
+    g.add_argument("--sarif-artifact", metavar="FILE[:LINE]",
+                   help="SARIF: locate every result at this repository file (e.g. the MTA config) instead of the targets file line")
     if fail_on:
-        g.add_argument("--fail-on", choices=SEVERITIES, default="high", help="lowest severity that makes the exit code 1 (default: high)")
+        g.add_argument("--fail-on", choices=SEVERITIES, default=fail_on_default,
+                       help=f"lowest severity that makes the exit code 1 (default: {fail_on_default or 'never'})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,8 +107,39 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--command-timeout", type=float, default=20.0, metavar="S")
     g.add_argument("--concurrency", type=int, default=16, metavar="N", help="endpoints scanned at once")
     g.add_argument("--per-host", type=int, default=2, metavar="N", help="concurrent connections per host")
+    g = scan.add_argument_group("fleets")
+    g.add_argument("--output-dir", metavar="DIR", help="write DIR/report.<fmt> plus DIR/endpoints/<endpoint>.<fmt> per endpoint (json, and --format if another)")
+    g.add_argument("--shard", metavar="I/N", help="scan only shard I of N (deterministic by endpoint: N machines with the same list cover it once)")
     _add_rule_args(scan)
     _add_output_args(scan)
+
+    rep = sub.add_parser("report", help="re-render saved report(s) in another format (shards are merged); no network",
+                         epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    rep.add_argument("reports", nargs="+", metavar="REPORT.json")
+    _add_output_args(rep, fail_on_default=None)
+
+    ev = sub.add_parser("evaluate", help="judge the facts of a saved report with other rules or another policy; no network",
+                        epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ev.add_argument("report", metavar="REPORT.json")
+    _add_rule_args(ev)
+    _add_output_args(ev)
+
+    df = sub.add_parser("diff", help="new, fixed and unchanged findings and grade changes between two reports",
+                        epilog="exit 1 when a new open finding reaches --fail-on (the nightly alert); 2 on bad input")
+    df.add_argument("old", metavar="OLD.json")
+    df.add_argument("new", metavar="NEW.json")
+    df.add_argument("-o", "--output", metavar="FILE", help="write the diff here (default: stdout)")
+    df.add_argument("--format", choices=("text", "json", "html"), default="text")
+    df.add_argument("--fail-on", choices=SEVERITIES, default="high", help="lowest severity of a new finding that makes the exit code 1 (default: high)")
+    df.add_argument("-q", "--quiet", action="store_true", help="no text on stdout when writing a file")
+
+    bl = sub.add_parser("baseline", help="create a baseline of accepted findings")
+    bsub = bl.add_subparsers(dest="baseline_command", metavar="SUBCOMMAND")
+    bc = bsub.add_parser("create", help="write a baseline accepting every open finding of a report")
+    bc.add_argument("report", metavar="REPORT.json")
+    bc.add_argument("-o", "--output", metavar="FILE", default="-", help="baseline file (default: stdout)")
+    bc.add_argument("--justification", metavar="TEXT", help="justification for every entry (default: a TODO to fill in)")
+    bc.add_argument("--expires", metavar="YYYY-MM-DD", help="expiry date for every entry")
 
     demo = sub.add_parser("demo", help="start a built-in, deliberately weak SMTP server on loopback and scan it")
     demo.add_argument("-o", "--output", metavar="FILE", default="reports/demo.json", help="report file (default: %(default)s)")
@@ -164,16 +202,31 @@ def _check_positive(args: argparse.Namespace, names: Sequence[str]) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
 
 
-def _write(report: dict[str, Any], args: argparse.Namespace) -> None:
-    fmt = args.format or ("json" if args.output else "text")
-    if fmt == "json":
-        content = model.dumps(report)
-    else:
-        import io
+def _apply_baseline(report: dict[str, Any], args: argparse.Namespace) -> None:
+    """Apply --baseline (or clear earlier marks when re-rendering without one); warn on expiry."""
+    from smtpaudit import baseline as bl
 
-        buf = io.StringIO()
-        text.render(report, buf)
-        content = buf.getvalue()
+    if not getattr(args, "baseline", None):
+        return
+    try:
+        accepted = bl.load(args.baseline)
+    except bl.BaselineError as exc:
+        raise UsageError(str(exc)) from None
+    for warning in bl.apply(report, accepted):
+        sys.stderr.write(f"smtpaudit: warning: {warning}\n")
+
+
+def _write(report: dict[str, Any], args: argparse.Namespace) -> None:
+    from smtpaudit.workflows import renderer
+
+    fmt = args.format or ("json" if args.output else "text")
+    content = renderer(fmt, sarif_artifact=getattr(args, "sarif_artifact", None))(report)
+    if getattr(args, "output_dir", None):
+        _write_output_dir(report, args, fmt)
+        if not args.output:
+            if not args.quiet:
+                text.render(report, sys.stdout)
+            return
     if args.output and args.output != "-":
         out = Path(args.output)
         try:
@@ -261,6 +314,17 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
 
     _check_positive(args, ("timeout", "connect_timeout", "greeting_timeout", "command_timeout", "concurrency", "per_host"))
     endpoints = _collect_targets(args)
+    shard = None
+    if args.shard:
+        from smtpaudit.fleet import FleetError, parse_shard, select_shard
+
+        try:
+            shard = parse_shard(args.shard)
+        except FleetError as exc:
+            raise UsageError(str(exc)) from None
+        endpoints = select_shard(endpoints, *shard)
+        if not endpoints:
+            sys.stderr.write(f"smtpaudit: shard {args.shard} holds no target\n")
     rules, dirs, policy = load_ruleset(args)
     catalog = load_catalog()
     skipped_rules: list[dict[str, str]] = []
@@ -280,18 +344,14 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
         concurrency=args.concurrency,
         per_host=args.per_host,
     )
-    progress = None
-    if not args.quiet and sys.stderr.isatty():
-        done = [0]
+    from smtpaudit.fleet import Progress
 
-        def progress(endpoint_id: str, entry: dict[str, Any]) -> None:
-            done[0] += 1
-            sys.stderr.write(f"\r[{done[0]}/{len(endpoints)}] {endpoint_id} {entry['status']}\033[K")
-            if done[0] == len(endpoints):
-                sys.stderr.write("\n")
-
+    progress = Progress(len(endpoints), enabled=not args.quiet and sys.stderr.isatty())
     started, t0 = now_iso(), time.monotonic()
-    entries = asyncio.run(run_scan(endpoints, rules, catalog, options, progress=progress))
+    try:
+        entries = asyncio.run(run_scan(endpoints, rules, catalog, options, progress=progress))
+    finally:
+        progress.finish()
     fact_probe = {n: s.probe for n, s in catalog.facts.items()}
     probes_run = probes_needed(rules.values(), fact_probe, {n: c.after for n, c in PROBES.items()}, always=("smtp.session",))
     report = build_report(
@@ -309,13 +369,126 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
             "targets_files": args.targets_file, "relay_domain": args.relay_domain, "smuggling_rcpt": args.smuggling_rcpt,
             "auth_user": args.auth_user, "auth_password": "[redacted]" if secrets else None,
             "dns": dns_options,
+            "shard": args.shard,
         },
         probes_run=probes_run,
         catalog=catalog,
         skipped_rules=skipped_rules,
     )
+    _apply_baseline(report, args)
     _write(report, args)
     return exit_code_for(report, args.fail_on)
+
+
+def _write_output_dir(report: dict[str, Any], args: argparse.Namespace, fmt: str) -> None:
+    from smtpaudit.fleet import write_output_dir
+    from smtpaudit.workflows import EXTENSIONS, renderer
+
+    formats = ["json"] + ([fmt] if fmt not in ("json", "text") and args.format else [])
+    stem = "report"
+    if getattr(args, "shard", None):
+        i, n = (int(x) for x in args.shard.split("/"))
+        stem = f"report-shard-{i}-of-{n}"  # shards of one fleet can share a directory
+    try:
+        index = write_output_dir(report, args.output_dir, stem=stem,
+                                 renderers={EXTENSIONS[f]: renderer(f, sarif_artifact=args.sarif_artifact) for f in formats})
+    except OSError as exc:
+        raise UsageError(f"cannot write to --output-dir {args.output_dir}: {exc.strerror or exc}") from None
+    if not args.quiet:
+        sys.stderr.write(f"wrote {', '.join(index['combined'])} and {len(index['endpoints'])} per-endpoint report(s) under {args.output_dir}/endpoints/\n")
+
+
+def _load_reports(paths: Sequence[str]) -> dict[str, Any]:
+    from smtpaudit.fleet import FleetError, merge_reports
+
+    try:
+        return merge_reports([model.load(p) for p in paths])
+    except FleetError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def run_report_command(args: argparse.Namespace) -> int:
+    report = _load_reports(args.reports)
+    _apply_baseline(report, args)
+    args.output_dir = None
+    _write(report, args)
+    return exit_code_for(report, args.fail_on) if args.fail_on else EXIT_OK
+
+
+def run_evaluate_command(args: argparse.Namespace, argv: list[str]) -> int:
+    from smtpaudit.scan import drop_intrusive
+    from smtpaudit.workflows import rejudge
+
+    saved = model.load(args.report)
+    rules, dirs, policy = load_ruleset(args)
+    catalog = load_catalog()
+    skipped: list[dict[str, str]] = []
+    if not saved.get("invocation", {}).get("options", {}).get("intrusive"):
+        rules, skipped = drop_intrusive(rules, catalog)  # same choice the original scan made
+        if not rules:
+            raise UsageError("every selected rule needs an intrusive probe, and the saved scan ran without --intrusive")
+    report = rejudge(saved, rules, catalog, rule_dirs=[str(d) for d in dirs], policy=policy.to_json(), argv=argv, skipped_rules=skipped)
+    _apply_baseline(report, args)
+    args.output_dir = None
+    _write(report, args)
+    return exit_code_for(report, args.fail_on)
+
+
+def run_diff_command(args: argparse.Namespace) -> int:
+    import io
+    import json
+
+    from smtpaudit import diff as differ
+    from smtpaudit.report import html
+
+    result = differ.compare(model.load(args.old), model.load(args.new))
+    if args.format == "json":
+        content = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
+    elif args.format == "html":
+        content = html.render_diff(result)
+    else:
+        buf = io.StringIO()
+        differ.render_text(result, buf)
+        content = buf.getvalue()
+    if args.output and args.output != "-":
+        from smtpaudit.workflows import write_text
+
+        try:
+            write_text(args.output, content)
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+        if not args.quiet:
+            differ.render_text(result, sys.stdout)
+    else:
+        sys.stdout.write(content)
+    return EXIT_FINDINGS if differ.has_new_at_or_above(result, args.fail_on) else EXIT_OK
+
+
+def run_baseline_command(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from smtpaudit import baseline as bl
+
+    if args.baseline_command != "create":
+        raise UsageError("baseline: expected a subcommand: create")
+    expires = None
+    if args.expires:
+        try:
+            expires = dt.date.fromisoformat(args.expires)
+        except ValueError:
+            raise UsageError(f"--expires {args.expires!r}: expected YYYY-MM-DD") from None
+    report = model.load(args.report)
+    content = bl.create(report, justification=args.justification, expires=expires, source=args.report)
+    if args.output == "-":
+        sys.stdout.write(content)
+    else:
+        from smtpaudit.workflows import write_text
+
+        try:
+            write_text(args.output, content)
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    return EXIT_OK
 
 
 def run_rules_command(args: argparse.Namespace) -> int:
@@ -378,6 +551,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_scan_command(args, argv)
         if args.command == "rules":
             return run_rules_command(args)
+        if args.command == "report":
+            return run_report_command(args)
+        if args.command == "evaluate":
+            return run_evaluate_command(args, argv)
+        if args.command == "diff":
+            return run_diff_command(args)
+        if args.command == "baseline":
+            return run_baseline_command(args)
         if args.command == "demo":
             from smtpaudit.demo import run_demo
 

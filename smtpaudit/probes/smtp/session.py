@@ -17,6 +17,7 @@ from smtpaudit.probes.base import (
     ProbeContext,
     ProbeError,
     ProbeResult,
+    ReplyTimeout,
     ServiceUnavailable,
     TlsHandshakeFailed,
 )
@@ -158,6 +159,12 @@ class SessionProbe:
                 auth_reply = await _auth_probe(client, caps)
             except ConnectionClosed:
                 f["smtp.auth.plaintext_probe"] = "connection_closed"
+                f["smtp.auth.plaintext_probe_code"] = None
+                await client.close()
+            except ReplyTimeout:
+                # Servers that slow down failed logins (Dovecot's auth penalty grows per client IP)
+                # may not answer within the command timeout: unknown, and the session is unusable.
+                f["smtp.auth.plaintext_probe"] = "no_reply"
                 f["smtp.auth.plaintext_probe_code"] = None
                 await client.close()
             else:

@@ -1,0 +1,195 @@
+"""Baselines: accepted findings (rule id + endpoint pattern + justification + optional expiry).
+
+A baseline is a TOML file::
+
+    version = 1
+    [[accept]]
+    rule = "software-version-disclosed"        # a rule id, or "*" for every rule
+    endpoint = "mx*.example.org:25"             # glob over the endpoint id (host:port), its URL or its host
+    justification = "Banner required by the upstream relay contract"
+    expires = 2025-06-30                        # optional TOML date: stops suppressing after that day
+
+Applying one marks each matching finding ``suppressed`` (it stays in every report, SARIF
+``suppressions``) so it no longer counts toward the grade or the exit code. Entries past their
+expiry stop suppressing and are listed (and warned about); entries that matched nothing are
+listed as unused. ``create`` writes a baseline accepting every open finding of a report.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from smtpaudit.scan import rescore, summarize
+
+BASELINE_VERSION = 1
+_KEYS = {"rule", "endpoint", "justification", "expires"}
+
+
+class BaselineError(ValueError):
+    """A baseline file cannot be used; the message names the file and the entry."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    rule: str
+    endpoint: str
+    justification: str
+    expires: dt.date | None
+    index: int  # 1-based position in the file, for messages
+
+    def matches(self, rule_id: str, endpoint: dict[str, Any]) -> bool:
+        if self.rule != "*" and self.rule != rule_id:
+            return False
+        pattern = self.endpoint.lower()
+        names = (endpoint["id"], endpoint.get("url", ""), endpoint.get("host", ""))
+        # fnmatch treats [...] as a class; IPv6 ids like [::1]:25 are compared literally first.
+        return any(pattern == n.lower() or fnmatch.fnmatchcase(n.lower(), pattern) for n in names if n)
+
+    def expired(self, today: dt.date) -> bool:
+        return self.expires is not None and today > self.expires
+
+    def describe(self) -> dict[str, Any]:
+        return {"entry": self.index, "rule": self.rule, "endpoint": self.endpoint,
+                "expires": self.expires.isoformat() if self.expires else None}
+
+
+@dataclass(frozen=True)
+class Baseline:
+    path: str
+    entries: tuple[Entry, ...]
+
+
+def load(path: str | Path) -> Baseline:
+    """Read and check a baseline file; every problem names the file and the entry."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BaselineError(f"cannot read baseline {str(p)!r}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BaselineError(f"{p}: not a TOML baseline ({exc})") from None
+    version = data.get("version", BASELINE_VERSION)
+    if version != BASELINE_VERSION:
+        raise BaselineError(f"{p}: baseline version {version!r} is not supported (expected {BASELINE_VERSION})")
+    unknown = set(data) - {"version", "accept"}
+    if unknown:
+        raise BaselineError(f"{p}: unknown key(s) {', '.join(sorted(unknown))}; expected version and [[accept]] tables")
+    raw = data.get("accept", [])
+    if not isinstance(raw, list):
+        raise BaselineError(f"{p}: 'accept' must be an array of tables ([[accept]])")
+    entries = []
+    for i, item in enumerate(raw, start=1):
+        where = f"{p}: accept[{i}]"
+        if not isinstance(item, dict):
+            raise BaselineError(f"{where}: must be a table")
+        extra = set(item) - _KEYS
+        if extra:
+            raise BaselineError(f"{where}: unknown key(s) {', '.join(sorted(extra))}; allowed: {', '.join(sorted(_KEYS))}")
+        for key in ("rule", "endpoint", "justification"):
+            if not isinstance(item.get(key), str) or not item[key].strip():
+                raise BaselineError(f"{where}.{key}: required, a non-empty string")
+        expires = item.get("expires")
+        if isinstance(expires, str):
+            try:
+                expires = dt.date.fromisoformat(expires)
+            except ValueError:
+                raise BaselineError(f"{where}.expires: {expires!r} is not a date (YYYY-MM-DD)") from None
+        elif isinstance(expires, dt.datetime):
+            expires = expires.date()
+        elif expires is not None and not isinstance(expires, dt.date):
+            raise BaselineError(f"{where}.expires: must be a date (YYYY-MM-DD)")
+        entries.append(Entry(item["rule"].strip(), item["endpoint"].strip(), item["justification"].strip(), expires, i))
+    return Baseline(str(path), tuple(entries))
+
+
+def apply(report: dict[str, Any], baseline: Baseline | None, *, today: dt.date | None = None) -> list[str]:
+    """Mark the findings a baseline accepts (replacing earlier marks), rescore, and record the
+    baseline in ``report['baseline']``. Returns the warnings to show (expired entries)."""
+    today = today or dt.datetime.now(dt.timezone.utc).date()
+    used: set[int] = set()
+    expired_hits: dict[int, Entry] = {}
+    for entry in report["endpoints"]:
+        for f in entry["findings"]:
+            f["suppressed"] = None
+            if baseline is None:
+                continue
+            for b in baseline.entries:
+                if not b.matches(f["rule_id"], entry["endpoint"]):
+                    continue
+                if b.expired(today):
+                    expired_hits[b.index] = b
+                    continue
+                used.add(b.index)
+                f["suppressed"] = {
+                    "justification": b.justification,
+                    "source": baseline.path,
+                    "entry": b.index,
+                    "pattern": b.endpoint,
+                    "expires": b.expires.isoformat() if b.expires else None,
+                }
+                break
+        rescore(entry)
+    report["summary"] = summarize(report["endpoints"])
+    if baseline is None:
+        report["baseline"] = None
+        return []
+    expired = [b for b in baseline.entries if b.expired(today)]
+    report["baseline"] = {
+        "path": baseline.path,
+        "entries": len(baseline.entries),
+        "applied_on": today.isoformat(),
+        "suppressed": report["summary"]["suppressed"],
+        "expired": [b.describe() for b in expired],
+        "unused": [b.describe() for b in baseline.entries if b.index not in used and not b.expired(today)],
+    }
+    warnings = []
+    for b in expired:
+        hit = " and no longer suppresses a finding" if b.index in expired_hits else ""
+        warnings.append(f"baseline {baseline.path}: entry {b.index} ({b.rule} on {b.endpoint}) expired on {b.expires.isoformat()}{hit}")
+    return warnings
+
+
+def _toml_str(text: str) -> str:
+    # A TOML basic string: escape backslash, quote and control characters.
+    out = []
+    for ch in text:
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def create(report: dict[str, Any], *, justification: str | None = None, expires: dt.date | None = None, source: str = "") -> str:
+    """A baseline (TOML text) accepting every open finding of a report, one entry per rule and endpoint."""
+    lines = [
+        "# smtpaudit baseline: findings accepted on purpose. Each entry needs a real justification;",
+        "# set 'expires' so accepted risks are reviewed. Fields: rule (id or \"*\"), endpoint (glob over",
+        "# host:port, URL or host), justification, expires (YYYY-MM-DD, optional).",
+        f"# Created from {source or 'a report'} (scan of {report.get('started', '?')}).",
+        f"version = {BASELINE_VERSION}",
+    ]
+    seen: set[tuple[str, str]] = set()
+    for entry in report["endpoints"]:
+        for f in entry["findings"]:
+            key = (f["rule_id"], entry["endpoint"]["id"])
+            if f.get("suppressed") or key in seen:
+                continue
+            seen.add(key)
+            lines += [
+                "",
+                "[[accept]]",
+                f"rule = {_toml_str(f['rule_id'])}",
+                f"endpoint = {_toml_str(entry['endpoint']['id'])}",
+                f"justification = {_toml_str(justification or 'TODO: say why this finding is accepted (' + f['title'] + ')')}",
+            ]
+            if expires:
+                lines.append(f"expires = {expires.isoformat()}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,163 @@
+"""Fleets: deterministic sharding, one report file per endpoint, merging shard reports, terminal progress.
+
+``--shard I/N`` puts an endpoint in shard ``1 + (sha256(endpoint id) mod N)``: independent of the
+order of the targets file and of which machine runs it, so N cron hosts, a CI matrix or
+Kubernetes indexed jobs can each take one shard of the same list and together cover it exactly
+once. Adding a target never moves the others between shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from smtpaudit.scan import summarize
+from smtpaudit.targets import Endpoint
+
+
+class FleetError(ValueError):
+    """Bad --shard or --output-dir usage, or reports that cannot be merged."""
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``I/N`` with 1 <= I <= N."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
+    if not m:
+        raise FleetError(f"--shard {text!r}: expected I/N, e.g. 2/8")
+    i, n = int(m.group(1)), int(m.group(2))
+    if n < 1 or not 1 <= i <= n:
+        raise FleetError(f"--shard {text!r}: I must be between 1 and N (N >= 1)")
+    return i, n
+
+
+def shard_of(key: str, n: int) -> int:
+    """The 1-based shard a key belongs to."""
+    return 1 + int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") % n
+
+
+def shard_key(endpoint: Endpoint) -> str:
+    # Domain targets keep their MX endpoints together: they expand after sharding.
+    return endpoint.id
+
+
+def select_shard(endpoints: list[Endpoint], index: int, count: int) -> list[Endpoint]:
+    """The endpoints of shard ``index`` of ``count``, in their original order."""
+    return [ep for ep in endpoints if shard_of(shard_key(ep), count) == index]
+
+
+def slug(endpoint_id: str) -> str:
+    """A file-name-safe form of an endpoint id (``mx.example.org_25``, ``domain_example.org``)."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", endpoint_id).strip("_") or "endpoint"
+
+
+def single_endpoint_report(report: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """The report restricted to one endpoint (same scan metadata, its own summary)."""
+    one = {k: v for k, v in report.items() if k not in ("endpoints", "summary", "domains")}
+    one["summary"] = summarize([entry])
+    if "domains" in report:
+        d = entry["endpoint"].get("domain")
+        one["domains"] = {d: [entry["endpoint"]["id"]]} if d else {}
+    one["endpoints"] = [entry]
+    return one
+
+
+def write_output_dir(
+    report: dict[str, Any],
+    directory: str | Path,
+    *,
+    renderers: dict[str, Callable[[dict[str, Any]], str]],
+    stem: str = "report",
+) -> dict[str, Any]:
+    """Write ``<dir>/<stem>.<ext>`` for the whole report and ``<dir>/endpoints/<slug>.<ext>`` per
+    endpoint, for each renderer (extension -> function). Returns the index of what was written."""
+    root = Path(directory)
+    per = root / "endpoints"
+    per.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Any] = {"combined": [], "endpoints": {}}
+    for ext, render in renderers.items():
+        path = root / f"{stem}.{ext}"
+        path.write_text(render(report), encoding="utf-8")
+        written["combined"].append(str(path))
+    used: set[str] = set()
+    for entry in report["endpoints"]:
+        eid = entry["endpoint"]["id"]
+        name = slug(eid)
+        if name in used:  # two ids that slug alike keep distinct files
+            name = f"{name}-{hashlib.sha256(eid.encode()).hexdigest()[:8]}"
+        used.add(name)
+        one = single_endpoint_report(report, entry)
+        files = []
+        for ext, render in renderers.items():
+            path = per / f"{name}.{ext}"
+            path.write_text(render(one), encoding="utf-8")
+            files.append(str(path))
+        written["endpoints"][eid] = files
+    return written
+
+
+def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report from several (e.g. the shards of one fleet run): endpoints concatenated,
+    summary recomputed, time span widened. The rule sets must be the same."""
+    if not reports:
+        raise FleetError("nothing to merge")
+    if len(reports) == 1:
+        return reports[0]
+    digests = {r["ruleset"]["digest"] for r in reports}
+    if len(digests) > 1:
+        raise FleetError(f"cannot merge reports made with different rule sets ({', '.join(sorted(digests))}); re-judge them with `smtpaudit evaluate` first")
+    merged = dict(reports[0])
+    seen: set[str] = set()
+    entries = []
+    for r in reports:
+        for e in r["endpoints"]:
+            if e["endpoint"]["id"] not in seen:
+                seen.add(e["endpoint"]["id"])
+                entries.append(e)
+    merged["endpoints"] = entries
+    merged["started"] = min(r["started"] for r in reports)
+    merged["finished"] = max(r["finished"] for r in reports)
+    merged["duration"] = round(sum(r.get("duration", 0) for r in reports), 3)
+    merged["probes"] = {k: v for r in reports for k, v in r.get("probes", {}).items()}
+    merged["summary"] = summarize(entries)
+    if any("domains" in r for r in reports):
+        groups: dict[str, list[str]] = {}
+        for r in reports:
+            for d, ids in (r.get("domains") or {}).items():
+                groups.setdefault(d, []).extend(i for i in ids if i not in groups.get(d, []))
+        merged["domains"] = groups
+    return merged
+
+
+class Progress:
+    """A one-line progress display on a terminal (stderr); silent when not a terminal or quiet."""
+
+    def __init__(self, total: int, *, stream: TextIO | None = None, enabled: bool | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.total = total
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.done = 0
+        self.failed = 0
+        self.findings = 0
+        self.t0 = time.monotonic()
+
+    def __call__(self, endpoint_id: str, entry: dict[str, Any]) -> None:
+        self.done += 1
+        self.failed += entry["status"] == "failed"
+        self.findings += sum(1 for f in entry["findings"] if not f.get("suppressed"))
+        if not self.enabled:
+            return
+        # The total can grow when domain targets expand into MX endpoints.
+        self.total = max(self.total, self.done)
+        shown = "".join(ch if ch.isprintable() else "?" for ch in endpoint_id)[:48]
+        elapsed = time.monotonic() - self.t0
+        self.stream.write(f"\r[{self.done}/{self.total}] {elapsed:5.1f}s  failed {self.failed}  findings {self.findings}  {shown} {entry['status']}\033[K")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled and self.done:
+            self.stream.write("\n")
+            self.stream.flush()
