@@ -34,9 +34,12 @@ INSTANCES = ("postfix-hardened", "postfix-insecure", "exim-secure", "exim-insecu
 SCAN_ARGS = ("-q", "--skip-tag", "dns", "--greeting-timeout", "5", "--timeout", "120")
 
 
+EXTRA_ARGS: list[str] = []
+
+
 def scan(targets_file: Path, out: Path) -> dict:
     # Relative paths so the SARIF locations are repository-relative (reports/samples/...).
-    main(["scan", "-f", str(targets_file.relative_to(ROOT)), "-o", str(out.relative_to(ROOT)), *SCAN_ARGS])
+    main(["scan", "-f", str(targets_file.relative_to(ROOT)), "-o", str(out.relative_to(ROOT)), *SCAN_ARGS, *EXTRA_ARGS])
     return model.load(out)
 
 
@@ -57,6 +60,9 @@ def main_() -> int:
     lab = Lab(Path(tempfile.mkdtemp(prefix="smtpaudit-samples-")))
     try:
         servers = {name: lab.start(name) for name in available}
+        # The secure instances use the lab's own CA, as a company would for internal servers:
+        # trust it, so their samples show what a private-CA deployment looks like.
+        EXTRA_ARGS[:] = ["--ca-file", str(lab.pki.ca_cert)]
         fleet_lines = []
         for name, srv in servers.items():
             lines = [srv.targets[k] for k in ("smtp", "submission", "smtps")]

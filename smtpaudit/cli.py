@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mx-port", type=int, default=25, metavar="N", help="port of the MX endpoints found for a domain (default: %(default)s)")
     g.add_argument("--trust-anchors", metavar="FILE", help="DNSSEC trust anchors (DS/DNSKEY records in zone-file syntax) instead of the root KSKs")
     g.add_argument("--mta-sts-ca", metavar="FILE", help="CA bundle for the MTA-STS policy fetch (default: system CAs)")
+    g.add_argument("--ca-file", metavar="FILE", help="extra CA bundle trusted when verifying the servers' certificates (a private CA); the system store is always used")
     g.add_argument("--mta-sts-port", type=int, default=443, metavar="N", help="HTTPS port of mta-sts.<domain> (default: %(default)s)")
     g = scan.add_argument_group("timing and politeness")
     g.add_argument("--timeout", type=float, default=180.0, metavar="S", help="overall deadline per endpoint (default: %(default)s)")
@@ -298,7 +299,7 @@ def _dns_options(args: argparse.Namespace) -> dict[str, Any]:
         except ResolverSpecError as exc:
             raise UsageError(f"--resolver: {exc}") from None
         opts["resolver"] = args.resolver
-    for flag, key in (("trust_anchors", "dnssec_trust_anchors"), ("mta_sts_ca", "mta_sts_ca_file")):
+    for flag, key in (("trust_anchors", "dnssec_trust_anchors"), ("mta_sts_ca", "mta_sts_ca_file"), ("ca_file", "tls_ca_file")):
         value = getattr(args, flag)
         if value:
             if not Path(value).is_file():

@@ -145,7 +145,8 @@ class TlsCertificateProbe:
             f["tls.cert.handshake_cipher"] = hs["cipher"]
             banner = [prior.get("smtp.greeting.hostname"), prior.get("smtp.ehlo.hostname")]
             names = [n for n in banner if isinstance(n, str) and "." in n and not n.startswith("[")]
-            f.update(certs.analyse(hs["chain"], host=endpoint.host, banner_names=sorted(set(names))))
+            f.update(certs.analyse(hs["chain"], host=endpoint.host, banner_names=sorted(set(names)),
+                                      ca_file=ctx.options.get("tls_ca_file")))
             f["tls.cert.banner_names"] = sorted(set(names))
         except ConnectError as exc:
             result.status, result.error_reason, result.error_message = "error", "connect", str(exc)

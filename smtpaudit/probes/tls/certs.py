@@ -88,8 +88,10 @@ def _when(t: dt.datetime) -> str:
     return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def verify_chain(certs: list[x509.Certificate], host: str | None, now: dt.datetime) -> tuple[bool | None, str | None]:
-    """Verify with OpenSSL (pyOpenSSL) against the system trust store, as an MTA would; no hostname check here."""
+def verify_chain(certs: list[x509.Certificate], host: str | None, now: dt.datetime,
+                 ca_file: str | None = None) -> tuple[bool | None, str | None]:
+    """Verify with OpenSSL (pyOpenSSL) against the system trust store (plus ``ca_file``, a private
+    CA bundle the user trusts), as an MTA would; no hostname check here."""
     try:
         from OpenSSL import crypto
     except ImportError:
@@ -102,6 +104,8 @@ def verify_chain(certs: list[x509.Certificate], host: str | None, now: dt.dateti
         # set_default_verify_paths is the portable way to reach the system bundle.
         ctx = SSL.Context(SSL.TLS_METHOD)
         ctx.set_default_verify_paths()
+        if ca_file:
+            ctx.load_verify_locations(ca_file)
         store = ctx.get_cert_store()
     except Exception:  # noqa: BLE001 - trust store problems are reported as unverifiable
         store = None
@@ -124,6 +128,7 @@ def analyse(
     banner_names: list[str],
     now: dt.datetime | None = None,
     verify: bool = True,
+    ca_file: str | None = None,
 ) -> dict[str, Any]:
     """Facts about the served chain (names as in ``smtpaudit/facts/tls.cert.toml``)."""
     now = now or dt.datetime.now(dt.timezone.utc)
@@ -174,7 +179,7 @@ def analyse(
     f["tls.cert.weak_signature_in_chain"] = sorted(set(weak))
     f["tls.cert.sha256"] = leaf.fingerprint(hashes.SHA256()).hex()
     if verify:
-        trusted, err = verify_chain(certs, host, now)
+        trusted, err = verify_chain(certs, host, now, ca_file)
     else:
         trusted, err = None, "verification not requested"
     f["tls.cert.trusted"] = trusted
