@@ -181,31 +181,48 @@ async def scan_endpoint(endpoint: Endpoint, probe_names: list[str], options: Sca
         secrets=options.secrets,
     )
     facts = endpoint_facts(endpoint)
-    results: list[ProbeResult] = []
     started_iso, t0 = now_iso(), time.monotonic()
-    pending = list(probe_names)
     unreachable: str | None = None
+    done: dict[str, ProbeResult] = {}
+    running: dict[str, asyncio.Task[ProbeResult]] = {}
+    pending = list(probe_names)
+    deps = {n: [d for d in getattr(PROBES.get(n), "after", ()) if d in probe_names] for n in probe_names}
+    # Independent probes overlap (one waits out a timeout while another enumerates suites), but
+    # never more at once than the per-host connection budget allows.
+    limit = max(1, options.per_host)
     try:
         async with asyncio.timeout(options.timeouts.endpoint):
-            while pending:
-                name = pending[0]
-                if unreachable is not None and not name.startswith("dns."):
-                    # The session probe could not even get a greeting: hammering the port with
-                    # more probes (dozens of TLS hellos) would only repeat the same failure.
-                    result = ProbeResult(probe=name, status="skipped", error_reason="unreachable",
-                                         error_message=f"not run: {unreachable}")
-                else:
-                    result = await _run_probe(name, endpoint, ctx, facts)
-                pending.pop(0)
-                results.append(result)
-                facts.update(result.facts)
-                if name == "smtp.session" and result.status == "error" and result.facts.get("smtp.greeting.code") != 220:
-                    # No usable greeting (refused, silent, 421...): back off instead of probing on.
-                    unreachable = result.error_message
+            while pending or running:
+                for name in list(pending):
+                    if len(running) >= limit:
+                        break
+                    if not all(d in done for d in deps[name]):
+                        continue
+                    pending.remove(name)
+                    if unreachable is not None and not name.startswith("dns."):
+                        # The session probe could not even get a greeting: hammering the port with
+                        # more probes (dozens of TLS hellos) would only repeat the same failure.
+                        done[name] = ProbeResult(probe=name, status="skipped", error_reason="unreachable",
+                                                 error_message=f"not run: {unreachable}")
+                        continue
+                    running[name] = asyncio.create_task(_run_probe(name, endpoint, ctx, dict(facts)))
+                if not running:
+                    continue
+                finished, _ = await asyncio.wait(running.values(), return_when=asyncio.FIRST_COMPLETED)
+                for name in [n for n, task in running.items() if task in finished]:
+                    result = running.pop(name).result()
+                    done[name] = result
+                    facts.update(result.facts)
+                    if name == "smtp.session" and result.status == "error" and result.facts.get("smtp.greeting.code") != 220:
+                        # No usable greeting (refused, silent, 421...): back off instead of probing on.
+                        unreachable = result.error_message
     except TimeoutError:
-        for name in pending:
-            results.append(ProbeResult(probe=name, status="error", error_reason="deadline",
-                                       error_message=f"endpoint deadline of {options.timeouts.endpoint:g}s reached"))
+        for task in running.values():
+            task.cancel()
+        for name in [*running, *pending]:
+            done[name] = ProbeResult(probe=name, status="error", error_reason="deadline",
+                                     error_message=f"endpoint deadline of {options.timeouts.endpoint:g}s reached")
+    results = [done[n] for n in probe_names if n in done]
     status, error = "scanned", None
     # The primary probe is the first one that talks to the server (DNS probes run first by name).
     network = [r for r in results if not r.probe.startswith("dns.") and r.error_reason != "unreachable"] or results

@@ -11,7 +11,7 @@ import secrets
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, AsyncIterator, Awaitable, Callable, ClassVar, Mapping
 
 from smtpaudit.probes.base import (
     ProbeContext,
@@ -169,3 +169,22 @@ async def run_guarded(
         result.transcript = transcript.lines
         result.duration = time.monotonic() - started
     return result
+
+
+class BehaviourProbe:
+    """Base of the behaviour probes: ``run`` wraps ``_observe`` in the shared guard (greeting check,
+    error-to-fact conversion, transcript, timing) so each probe only says what it observes."""
+
+    name: ClassVar[str]
+    intrusive: ClassVar[bool] = False
+    after: ClassVar[tuple[str, ...]] = ("smtp.session",)
+
+    async def run(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any]) -> ProbeResult:
+        async def body(result: ProbeResult, transcript: Transcript) -> None:
+            await self._observe(endpoint, ctx, prior, result, transcript)
+
+        return await run_guarded(self.name, ctx, body, prior)
+
+    async def _observe(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any],
+                       result: ProbeResult, transcript: Transcript) -> None:
+        raise NotImplementedError

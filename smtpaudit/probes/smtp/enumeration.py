@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Mapping
 
 from smtpaudit.probes.base import ProbeContext, ProbeResult
-from smtpaudit.probes.smtp.behaviour import local_domain, random_local_part, run_guarded, session, short
+from smtpaudit.probes.smtp.behaviour import BehaviourProbe, local_domain, random_local_part, session, short
 from smtpaudit.probes.smtp.client import Transcript
 from smtpaudit.targets import Endpoint
 
@@ -36,16 +36,10 @@ def differential(postmaster: int | None, randoms: list[int | None]) -> tuple[boo
     return False, None
 
 
-class EnumerationProbe:
+class EnumerationProbe(BehaviourProbe):
     name: ClassVar[str] = "smtp.enumeration"
     intrusive: ClassVar[bool] = False
     after: ClassVar[tuple[str, ...]] = ("smtp.session",)
-
-    async def run(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any]) -> ProbeResult:
-        async def body(result: ProbeResult, transcript: Transcript) -> None:
-            await self._observe(endpoint, ctx, prior, result, transcript)
-
-        return await run_guarded(self.name, ctx, body, prior)
 
     async def _observe(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any], result: ProbeResult, transcript: Transcript) -> None:
         f = result.facts

@@ -24,7 +24,7 @@ import time
 from typing import Any, ClassVar, Mapping
 
 from smtpaudit.probes.base import ConnectionClosed, ProbeContext, ProbeError, ProbeResult, ReplyTimeout
-from smtpaudit.probes.smtp.behaviour import Session, local_domain, open_session, run_guarded, session, short
+from smtpaudit.probes.smtp.behaviour import BehaviourProbe, Session, local_domain, open_session, session, short
 from smtpaudit.probes.smtp.client import Reply, SmtpClient, Transcript
 from smtpaudit.targets import Endpoint
 
@@ -43,16 +43,10 @@ def _cap(ctx: ProbeContext, key: str, default: int, maximum: int) -> int:
         return default
 
 
-class LimitsProbe:
+class LimitsProbe(BehaviourProbe):
     name: ClassVar[str] = "smtp.limits"
     intrusive: ClassVar[bool] = False
     after: ClassVar[tuple[str, ...]] = ("smtp.session",)
-
-    async def run(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any]) -> ProbeResult:
-        async def body(result: ProbeResult, transcript: Transcript) -> None:
-            await self._observe(endpoint, ctx, prior, result, transcript)
-
-        return await run_guarded(self.name, ctx, body, prior)
 
     async def _observe(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any], result: ProbeResult, transcript: Transcript) -> None:
         f = result.facts

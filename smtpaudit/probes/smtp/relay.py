@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 from smtpaudit.probes.base import ConnectionClosed, ProbeContext, ProbeResult, ServiceUnavailable
-from smtpaudit.probes.smtp.behaviour import Session, random_local_part, relay_domain, run_guarded, session, short
+from smtpaudit.probes.smtp.behaviour import BehaviourProbe, Session, random_local_part, relay_domain, session, short
 from smtpaudit.probes.smtp.client import Transcript
 from smtpaudit.targets import Endpoint, Mode
 
@@ -60,16 +60,10 @@ class _Stop(Exception):
     """The server answered 530 or 421: no further attempts."""
 
 
-class RelayProbe:
+class RelayProbe(BehaviourProbe):
     name: ClassVar[str] = "smtp.relay"
     intrusive: ClassVar[bool] = False
     after: ClassVar[tuple[str, ...]] = ("smtp.session",)
-
-    async def run(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any]) -> ProbeResult:
-        async def body(result: ProbeResult, transcript: Transcript) -> None:
-            await self._observe(endpoint, ctx, prior, result, transcript)
-
-        return await run_guarded(self.name, ctx, body, prior)
 
     async def _observe(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any], result: ProbeResult, transcript: Transcript) -> None:
         f = result.facts

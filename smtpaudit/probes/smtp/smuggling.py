@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 from smtpaudit.probes.base import ConnectionClosed, ProbeContext, ProbeResult, ReplyTimeout
-from smtpaudit.probes.smtp.behaviour import local_domain, open_session, relay_domain, run_guarded, short
+from smtpaudit.probes.smtp.behaviour import BehaviourProbe, local_domain, open_session, relay_domain, short
 from smtpaudit.probes.smtp.client import Transcript
 from smtpaudit.targets import Endpoint
 
@@ -53,16 +53,10 @@ def smuggling_message(rcpt: str, sender_domain: str, name: str) -> bytes:
     ).encode()
 
 
-class SmugglingProbe:
+class SmugglingProbe(BehaviourProbe):
     name: ClassVar[str] = "smtp.smuggling"
     intrusive: ClassVar[bool] = True
     after: ClassVar[tuple[str, ...]] = ("smtp.session",)
-
-    async def run(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any]) -> ProbeResult:
-        async def body(result: ProbeResult, transcript: Transcript) -> None:
-            await self._observe(endpoint, ctx, prior, result, transcript)
-
-        return await run_guarded(self.name, ctx, body, prior)
 
     async def _observe(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any], result: ProbeResult, transcript: Transcript) -> None:
         f = result.facts

@@ -22,7 +22,7 @@ import hmac
 from typing import Any, ClassVar, Mapping
 
 from smtpaudit.probes.base import ProbeContext, ProbeError, ProbeResult
-from smtpaudit.probes.smtp.behaviour import Session, relay_domain, run_guarded, session, short
+from smtpaudit.probes.smtp.behaviour import BehaviourProbe, Session, relay_domain, session, short
 from smtpaudit.probes.smtp.client import Reply, Transcript
 from smtpaudit.targets import Endpoint, Mode, Role
 
@@ -58,16 +58,10 @@ async def authenticate(s: Session, mechanism: str, user: str, password: str) -> 
     return reply
 
 
-class SubmissionProbe:
+class SubmissionProbe(BehaviourProbe):
     name: ClassVar[str] = "smtp.submission"
     intrusive: ClassVar[bool] = False
     after: ClassVar[tuple[str, ...]] = ("smtp.session",)
-
-    async def run(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any]) -> ProbeResult:
-        async def body(result: ProbeResult, transcript: Transcript) -> None:
-            await self._observe(endpoint, ctx, prior, result, transcript)
-
-        return await run_guarded(self.name, ctx, body, prior)
 
     async def _observe(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any], result: ProbeResult, transcript: Transcript) -> None:
         f = result.facts
