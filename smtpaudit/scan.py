@@ -95,6 +95,9 @@ def judge_endpoint(
                 probe_errors[p["probe"]] = f"skipped: {p['error_message']}"
             else:
                 probe_na[p["probe"]] = p["error_message"] or p["error_reason"] or "nothing to observe"
+    # A probe with nothing to observe may still fill its facts with nulls; judged as values they
+    # would turn its rules into passes, so they count as absent (the rules do not apply).
+    facts = {k: v for k, v in facts.items() if not (v is None and fact_probe.get(k) in probe_na)}
     findings, not_evaluated, passed, not_applicable = [], [], [], []
     for out in judge_all(rules, facts, fact_probe=fact_probe, probe_errors=probe_errors, probe_not_applicable=probe_na):
         rule = rules[out.rule_id]
