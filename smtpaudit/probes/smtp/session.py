@@ -21,6 +21,7 @@ from smtpaudit.probes.base import (
     ServiceUnavailable,
     TlsHandshakeFailed,
 )
+from smtpaudit.probes.smtp.behaviour import run_guarded
 from smtpaudit.probes.smtp.client import Reply, SmtpClient, Transcript
 from smtpaudit.probes.smtp.ehlo import Capabilities, parse_ehlo
 from smtpaudit.probes.smtp.fingerprint import identify, reply_text
@@ -88,19 +89,12 @@ class SessionProbe:
     after: ClassVar[tuple[str, ...]] = ()
 
     async def run(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any]) -> ProbeResult:
-        result = ProbeResult(probe=self.name)
-        transcript = Transcript(ctx.secrets)
-        started = time.monotonic()
-        try:
+        async def body(result: ProbeResult, transcript: Transcript) -> None:
             await self._observe(endpoint, ctx, result, transcript)
-        except ProbeError as exc:
-            result.status = "error"
-            result.error_reason = exc.reason
-            result.error_message = exc.message
-        finally:
-            result.transcript = transcript.lines
-            result.duration = time.monotonic() - started
-            self._fingerprint(result)
+
+        # No prior: this probe is the one that decides whether the endpoint is usable at all.
+        result = await run_guarded(self.name, ctx, body)
+        self._fingerprint(result)
         return result
 
     @staticmethod

@@ -8,10 +8,10 @@ one that answers 252 to everything. Never guesses real user names.
 from __future__ import annotations
 
 import secrets
-import time
 from typing import Any, ClassVar, Mapping
 
-from smtpaudit.probes.base import ProbeContext, ProbeError, ProbeResult, ServiceUnavailable
+from smtpaudit.probes.base import ProbeContext, ProbeResult, ServiceUnavailable
+from smtpaudit.probes.smtp.behaviour import run_guarded
 from smtpaudit.probes.smtp.client import SmtpClient, Transcript
 from smtpaudit.targets import Endpoint
 
@@ -24,37 +24,29 @@ class VrfyProbe:
     after: ClassVar[tuple[str, ...]] = ()
 
     async def run(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any]) -> ProbeResult:
-        result = ProbeResult(probe=self.name, connections=1)
-        transcript = Transcript(ctx.secrets)
-        started = time.monotonic()
-        client: SmtpClient | None = None
-        try:
+        async def body(result: ProbeResult, transcript: Transcript) -> None:
+            result.connections = 1
             client = await SmtpClient.open(endpoint, ctx, transcript)
-            greeting = await client.read_greeting()
-            if greeting.code != 220:
-                raise ServiceUnavailable(f"{endpoint.id}: greeting {greeting.code} {greeting.text[:200]}")
-            reply = await client.ehlo()
-            if reply.code != 250:
-                await client.command(f"HELO {ctx.ehlo_name}")
-            random_user = "smtpaudit-" + secrets.token_hex(6)
-            for fact, line in (
-                ("smtp.vrfy.postmaster", "VRFY postmaster"),
-                ("smtp.vrfy.random", f"VRFY {random_user}"),
-                ("smtp.expn.postmaster", "EXPN postmaster"),
-            ):
-                answer = await client.command(line)
-                result.facts[f"{fact}.code"] = answer.code
-                result.facts[f"{fact}.text"] = answer.text[:300]
-                if answer.code == 421:
-                    break
-            await client.quit()
-        except ProbeError as exc:
-            result.status = "error"
-            result.error_reason = exc.reason
-            result.error_message = exc.message
-            if client is not None:
-                await client.close()
-        finally:
-            result.transcript = transcript.lines
-            result.duration = time.monotonic() - started
-        return result
+            try:
+                greeting = await client.read_greeting()
+                if greeting.code != 220:
+                    raise ServiceUnavailable(f"{endpoint.id}: greeting {greeting.code} {greeting.text[:200]}")
+                reply = await client.ehlo()
+                if reply.code != 250:
+                    await client.command(f"HELO {ctx.ehlo_name}")
+                random_user = "smtpaudit-" + secrets.token_hex(6)
+                for fact, line in (
+                    ("smtp.vrfy.postmaster", "VRFY postmaster"),
+                    ("smtp.vrfy.random", f"VRFY {random_user}"),
+                    ("smtp.expn.postmaster", "EXPN postmaster"),
+                ):
+                    answer = await client.command(line)
+                    result.facts[f"{fact}.code"] = answer.code
+                    result.facts[f"{fact}.text"] = answer.text[:300]
+                    if answer.code == 421:
+                        break
+                await client.quit()
+            finally:
+                await client.close()  # no-op after quit()
+
+        return await run_guarded(self.name, ctx, body)
