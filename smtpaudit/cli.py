@@ -309,9 +309,7 @@ def _dns_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
-    from smtpaudit.scan import ScanOptions, build_report, drop_intrusive, now_iso, run_scan
-    from smtpaudit.engine.planner import probes_needed
-    from smtpaudit.probes.registry import PROBES
+    from smtpaudit.scan import ScanOptions, build_report, drop_intrusive, now_iso, plan_probes, run_scan
 
     _check_positive(args, ("timeout", "connect_timeout", "greeting_timeout", "command_timeout", "concurrency", "per_host"))
     endpoints = _collect_targets(args)
@@ -353,8 +351,7 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
         entries = asyncio.run(run_scan(endpoints, rules, catalog, options, progress=progress))
     finally:
         progress.finish()
-    fact_probe = {n: s.probe for n, s in catalog.facts.items()}
-    probes_run = probes_needed(rules.values(), fact_probe, {n: c.after for n, c in PROBES.items()}, always=("smtp.session",))
+    probes_run = plan_probes(rules, catalog)
     report = build_report(
         entries,
         rules=rules,

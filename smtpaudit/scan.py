@@ -252,6 +252,13 @@ async def scan_endpoint(endpoint: Endpoint, probe_names: list[str], options: Sca
     }
 
 
+def plan_probes(rules: Mapping[str, Rule], catalog: Catalog) -> list[str]:
+    """The probes the selected rules need, dependencies first (the session probe always runs)."""
+    fact_probe = {name: spec.probe for name, spec in catalog.facts.items()}
+    after = {name: getattr(cls, "after", ()) for name, cls in PROBES.items()}
+    return probes_needed(rules.values(), fact_probe, after, always=("smtp.session",))
+
+
 async def run_scan(
     endpoints: list[Endpoint],
     rules: Mapping[str, Rule],
@@ -261,9 +268,7 @@ async def run_scan(
     progress: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Scan every endpoint (bounded concurrency) and judge each; returns the report entries in input order."""
-    fact_probe = {name: spec.probe for name, spec in catalog.facts.items()}
-    after = {name: getattr(cls, "after", ()) for name, cls in PROBES.items()}
-    probe_names = probes_needed(rules.values(), fact_probe, after, always=("smtp.session",))
+    probe_names = plan_probes(rules, catalog)
     # Domain targets: DNS-only probes on the domain entry, then one MX endpoint per MX host.
     endpoints = await expand_domains(endpoints, options.probe_options)
     domain_probes = [p for p in probe_names if p in DOMAIN_PROBES]
