@@ -64,6 +64,8 @@ def _add_output_args(p: argparse.ArgumentParser, *, fail_on: bool = True, fail_o
     g.add_argument("--format", choices=("json", "text", "sarif", "html"), default=None,
                    help="report format (default: json for files, text for the terminal)")
     g.add_argument("-q", "--quiet", action="store_true", help="no summary or progress on the terminal")
+    g.add_argument("--color", choices=text.COLOR_CHOICES, default="auto",
+                   help="colour in the terminal summary: auto = only on a terminal and without NO_COLOR (default: auto)")
     g.add_argument("--baseline", metavar="FILE", help="accepted findings (TOML): reported as suppressed, not counted in the exit code")
     g.add_argument("--sarif-artifact", metavar="FILE[:LINE]",
                    help="SARIF: locate every result at this repository file (e.g. the MTA config) instead of the targets file line")
@@ -144,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="start a built-in, deliberately weak SMTP server on loopback and scan it")
     demo.add_argument("-o", "--output", metavar="FILE", default="reports/demo.json", help="report file (default: %(default)s)")
+    demo.add_argument("--color", choices=text.COLOR_CHOICES, default="auto", help="colour: auto = only on a terminal and without NO_COLOR")
 
     rules = sub.add_parser("rules", help="list or validate rules")
     rsub = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND")
@@ -226,7 +229,7 @@ def _write(report: dict[str, Any], args: argparse.Namespace) -> None:
         _write_output_dir(report, args, fmt)
         if not args.output:
             if not args.quiet:
-                text.render(report, sys.stdout)
+                text.render(report, sys.stdout, text.style_for(sys.stdout, args.color))
             return
     if args.output and args.output != "-":
         out = Path(args.output)
@@ -236,8 +239,12 @@ def _write(report: dict[str, Any], args: argparse.Namespace) -> None:
         except OSError as exc:
             raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
         if not args.quiet:
-            text.render(report, sys.stdout)
-            sys.stdout.write(f"report written to {out}\n")
+            # The report is in the file: stdout gets only the verdict per endpoint.
+            text.render_verdicts(report, sys.stdout, text.style_for(sys.stdout, args.color))
+            sys.stderr.write(f"report written to {out}\n")
+    elif fmt == "text" and args.output != "-":
+        if not args.quiet:
+            text.render(report, sys.stdout, text.style_for(sys.stdout, args.color))
     elif not args.quiet or args.output == "-":
         sys.stdout.write(content)
 
@@ -535,7 +542,11 @@ def run_rules_command(args: argparse.Namespace) -> int:
         else:
             for rule in sorted(rules.values(), key=lambda r: (r.family, r.id)):
                 sys.stdout.write(f"{rule.id:40} {rule.severity:8} {rule.score:4.1f} {rule.confidence:9} {rule.title}\n")
-            sys.stdout.write(f"{len(rules)} rule(s), policy {policy.id}\n")
+            from smtpaudit.scan import drop_intrusive
+
+            _, intrusive = drop_intrusive(rules, catalog)
+            note = f"; {len(intrusive)} need --intrusive, so a scan without it runs {len(rules) - len(intrusive)}" if intrusive else ""
+            sys.stdout.write(f"{len(rules)} rule(s), policy {policy.id}{note}\n")
         return EXIT_OK
     raise UsageError("rules: expected a subcommand: list, validate or facts")
 
@@ -560,7 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from smtpaudit.demo import run_demo
 
-            return run_demo(args.output)
+            return run_demo(args.output, args.color)
         parser.print_help()
         return EXIT_USAGE
     except (UsageError, TargetError, model.ReportError) as exc:

@@ -96,20 +96,24 @@ async def weak_server(cfg: WeakServerConfig | None = None, host: str = DEMO_HOST
         await server.wait_closed()
 
 
-def run_demo(output: str) -> int:
-    """Start the weak server, scan it with the built-in rules, write the JSON report, print the summary."""
+def run_demo(output: str, color: str = "auto") -> int:
+    """Start the weak server, scan it with the built-in rules, write the JSON report, print the ranked summary."""
     from smtpaudit.cli import EXIT_OK, main as cli_main
+    from smtpaudit.report import model, text
 
     async def go() -> int:
         async with weak_server() as port:
             sys.stdout.write(f"demo: deliberately weak SMTP server listening on {DEMO_HOST}:{port}\n")
             # The scanner runs its own event loop; run it in a thread so this loop keeps serving.
             code = await asyncio.to_thread(
-                cli_main, ["scan", f"{DEMO_HOST}:{port}", "-o", output, "--format", "json", "--fail-on", "critical"]
+                cli_main, ["scan", f"{DEMO_HOST}:{port}", "-o", output, "--format", "json", "--fail-on", "critical", "-q"]
             )
         return code
 
     code = asyncio.run(go())
     if Path(output).is_file():
-        sys.stdout.write(f"demo: the full JSON report (facts, transcript, findings) is in {output}\n")
+        # The whole summary (not just the verdict line a scan with -o prints): the demo is for reading.
+        style = text.style_for(sys.stdout, color)
+        text.render(model.load(output), sys.stdout, style)
+        text.emit(sys.stdout, style, f"demo: the full JSON report (facts, transcript, findings) is in {output}", hang="    ")
     return EXIT_OK if code in (0, 1) else code

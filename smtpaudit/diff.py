@@ -112,6 +112,11 @@ def _clean(text: Any) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in str(text))
 
 
+def _tentative(f: dict[str, Any]) -> str:
+    # Same marker as the scan summary: a version-based guess must not read like an observed flaw.
+    return " (tentative)" if f.get("confidence") == "tentative" else ""
+
+
 def render_text(diff: dict[str, Any], out: TextIO) -> None:
     """A short terminal summary: only endpoints where something changed, then the totals."""
     t = diff["totals"]
@@ -129,10 +134,10 @@ def render_text(diff: dict[str, Any], out: TextIO) -> None:
         out.write(f"\n{e['url']}{label}  grade {g_old} -> {g_new}\n")
         for f in e["new"]:
             sup = " [suppressed]" if f["suppressed"] else ""
-            out.write(f"  + NEW     {f['severity'].upper():8} {f['rule_id']}: {_clean(f['message'])}{sup}\n")
+            out.write(f"  + NEW     {f['severity'].upper():8} {f['rule_id']}: {_clean(f['message'])}{_tentative(f)}{sup}\n")
         for f in e["fixed"]:
-            out.write(f"  - FIXED   {f['severity'].upper():8} {f['rule_id']}\n")
+            out.write(f"  - FIXED   {f['severity'].upper():8} {f['rule_id']}{_tentative(f)}\n")
         for f in e["unverified"]:
-            out.write(f"  ? UNVERIFIED {f['severity'].upper():8} {f['rule_id']} (not re-checked)\n")
+            out.write(f"  ? UNVERIFIED {f['severity'].upper():8} {f['rule_id']}{_tentative(f)} (not re-checked)\n")
     out.write(f"\nnew: {t['new']}, fixed: {t['fixed']}, unchanged: {t['unchanged']}, unverified: {t['unverified']}, "
               f"grade changes: {diff['grade_changes']}\n")

@@ -8,7 +8,12 @@ given on the command line live in a virtual ``smtpaudit-targets.txt`` artifact w
 embedded in ``run.artifacts``, one target per line, so every result still has a line to point at.
 
 Severity -> level is ``smtpaudit.engine.severity.SARIF_LEVEL`` (the same table the exit code
-uses), confidence -> precision is ``SARIF_PRECISION``; the 0-10 score is ``security-severity``.
+uses), one step lower for a tentative finding (``TENTATIVE_LEVEL``: a version-based guess is not
+an error-level alert next to an observed flaw of the same severity); confidence -> precision is
+``SARIF_PRECISION``; the 0-10 score is ``security-severity``. Results are in the ranking order of
+``smtpaudit.report.rank``; version-based CVE matches keep one result each (stable fingerprints),
+carry their product/version group in ``properties.group``, and the rule's ``help`` says how the
+group is formed.
 ``partialFingerprints`` derive from the report's finding fingerprint (rule id + endpoint id), so
 they are identical across scans of the same server and distinct per rule and endpoint.
 """
@@ -24,6 +29,7 @@ from typing import Any
 from urllib.parse import quote
 
 from smtpaudit.engine.severity import SARIF_LEVEL, SARIF_PRECISION, SEVERITIES
+from smtpaudit.report import rank
 
 SARIF_SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
 VIRTUAL_TARGETS = "smtpaudit-targets.txt"
@@ -31,6 +37,22 @@ SRCROOT = "%SRCROOT%"
 MAX_TAGS = 20  # GitHub rejects rules with more
 MAX_DESCRIPTION = 1024  # GitHub's limit for short/full descriptions
 FINGERPRINT_KEY = "smtpaudit/v1"  # spec 3.27.17: versioned hierarchical key
+
+# A tentative finding sits one level below a confirmed one of the same severity.
+TENTATIVE_LEVEL = {"error": "warning", "warning": "note", "note": "note"}
+
+GROUP_HELP = ("This is a version-based match: the rule fires when the product and version in the banner fall in the "
+              "affected range. Distributions backport fixes without changing the version, so it is tentative and its "
+              "SARIF level is one step lower than a confirmed finding of the same severity. All version-based matches "
+              "for one product/version form one group (result property `group`), shown as one line in the terminal "
+              "and as one expandable list in the HTML report; confirm with the package changelog, then fix or accept "
+              "the whole group.")
+
+
+def result_level(severity: str, confidence: str) -> str:
+    level = SARIF_LEVEL[severity]
+    return TENTATIVE_LEVEL[level] if confidence == "tentative" else level
+
 
 # Tool notifications (invocation.toolExecutionNotifications / toolConfigurationNotifications).
 NOTIFICATIONS = {
@@ -95,6 +117,8 @@ def _sentence(text: str) -> str:
 
 def _help_markdown(rule: dict[str, Any]) -> str:
     parts = [rule.get("description", "").strip(), ""]
+    if rank.is_version_based(rule):
+        parts += ["**Grouping:** " + GROUP_HELP, ""]
     rem = rule.get("remediation") or {}
     if rem.get("summary"):
         parts += ["**Remediation:** " + rem["summary"], ""]
@@ -111,6 +135,8 @@ def _help_markdown(rule: dict[str, Any]) -> str:
 def _help_text(rule: dict[str, Any]) -> str:
     rem = rule.get("remediation") or {}
     text = rule.get("description", "").strip()
+    if rank.is_version_based(rule):
+        text += "\n\n" + GROUP_HELP
     if rem.get("summary"):
         text += "\n\nRemediation: " + rem["summary"]
     return text
@@ -129,7 +155,7 @@ def _rule_descriptor(rid: str, rule: dict[str, Any], finding: dict[str, Any]) ->
         "shortDescription": {"text": _clip(_sentence(rule.get("title", finding["title"])))},
         "fullDescription": {"text": _clip(rule.get("description") or rule.get("title", finding["title"]))},
         "help": {"text": _help_text(rule) or finding["title"], "markdown": _help_markdown(rule)},
-        "defaultConfiguration": {"level": SARIF_LEVEL[severity]},
+        "defaultConfiguration": {"level": result_level(severity, rule.get("confidence", finding["confidence"]))},
         "properties": {
             "tags": tags[:MAX_TAGS],
             "precision": SARIF_PRECISION[rule.get("confidence", finding["confidence"])],
@@ -210,12 +236,13 @@ class _Locator:
         return [{k: v for k, v in a.items() if k != "index"} for a in arts]
 
 
-def _finding_result(entry: dict[str, Any], f: dict[str, Any], rule_index: int, locator: _Locator, rule: dict[str, Any]) -> dict[str, Any]:
+def _finding_result(entry: dict[str, Any], f: dict[str, Any], rule_index: int, locator: _Locator, rule: dict[str, Any],
+                    group: str | None = None) -> dict[str, Any]:
     ep = entry["endpoint"]
     result: dict[str, Any] = {
         "ruleId": f["rule_id"],
         "ruleIndex": rule_index,
-        "level": SARIF_LEVEL[f["severity"]],
+        "level": result_level(f["severity"], f["confidence"]),
         "message": {"text": _sentence(f"{ep['id']}: {f['message']}")},
         "locations": [{"physicalLocation": locator.physical(ep), "logicalLocations": [_logical(ep)]}],
         "partialFingerprints": {
@@ -238,6 +265,8 @@ def _finding_result(entry: dict[str, Any], f: dict[str, Any], rule_index: int, l
             "grade": (entry.get("score") or {}).get("grade"),
         },
     }
+    if group:
+        result["properties"]["group"] = group
     if f.get("suppressed"):
         s = f["suppressed"]
         sup: dict[str, Any] = {"kind": "external", "status": "accepted", "justification": s.get("justification") or "accepted in the baseline"}
@@ -269,14 +298,14 @@ def render(
     root = Path(srcroot) if srcroot else Path.cwd()
     locator = _Locator(report, artifact, root)
     rules_meta = report.get("ruleset", {}).get("rules", {})
-    rank = {s: i for i, s in enumerate(SEVERITIES)}
+    sev_rank = {s: i for i, s in enumerate(SEVERITIES)}
 
     # One descriptor per rule used, in a stable order (severity, then id).
     used: dict[str, dict[str, Any]] = {}
     for entry in report["endpoints"]:
         for f in entry["findings"]:
             used.setdefault(f["rule_id"], f)
-    order = sorted(used, key=lambda rid: (rank[used[rid]["severity"]], rid))
+    order = sorted(used, key=lambda rid: (sev_rank[used[rid]["severity"]], rid))
     descriptors = [_rule_descriptor(rid, rules_meta.get(rid, {}), used[rid]) for rid in order]
     index_of = {rid: i for i, rid in enumerate(order)}
 
@@ -284,8 +313,10 @@ def render(
     exec_notes: list[dict[str, Any]] = []
     for entry in report["endpoints"]:
         ep = entry["endpoint"]
-        for f in entry["findings"]:
-            results.append(_finding_result(entry, f, index_of[f["rule_id"]], locator, rules_meta.get(f["rule_id"], {})))
+        for item in rank.group_items(entry["findings"]):
+            label = f"{item.group['product']} {item.group['version']} version-based CVEs" if item.group else None
+            for f in item.findings:
+                results.append(_finding_result(entry, f, index_of[f["rule_id"]], locator, rules_meta.get(f["rule_id"], {}), label))
         if entry["status"] == "failed":
             exec_notes.append(_notification("endpoint-not-scanned", "error", f"{ep['id']} could not be scanned: {entry.get('error') or 'unknown error'}", ep, entry.get("started")))
         else:

@@ -40,7 +40,9 @@ def test_sarif_from_a_fleet_file_is_valid_and_located_on_target_lines(tmp_path, 
         assert loc["logicalLocations"][0] == {"name": ep, "fullyQualifiedName": f"smtp://{ep}", "kind": "resource"}
         assert ep in r["message"]["text"]
         sev = r["properties"]["severity"]
-        assert r["level"] == SARIF_LEVEL[sev]
+        # a tentative finding sits one level below a confirmed one of the same severity
+        expected = SARIF_LEVEL[sev] if r["properties"]["confidence"] != "tentative" else {"error": "warning", "warning": "note", "note": "note"}[SARIF_LEVEL[sev]]
+        assert r["level"] == expected
         assert run["tool"]["driver"]["rules"][r["ruleIndex"]]["id"] == r["ruleId"]
     # one descriptor per rule used, each with what GitHub reads
     used = {r["ruleId"] for r in results}
@@ -140,3 +142,25 @@ def test_sarif_of_the_insecure_lab_exim_is_stable_across_scans(exim_insecure, tm
     (tmp_path / "lab.sarif").write_text(json.dumps(logs[0]))
     found = multitool_findings(tmp_path / "lab.sarif", tmp_path)
     assert not [r for r in found if r.get("level") == "error"]
+
+
+def test_tentative_cve_matches_are_one_level_lower_and_grouped(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with ThreadedFake(weak_fake()) as a:  # banner Exim 4.91: many version-based CVE matches
+        _, report = scan_to(tmp_path / "r.json", a.target)
+    log = sarif.render(report)
+    assert_valid_sarif(log)
+    results = log["runs"][0]["results"]
+    cves = [r for r in results if r["ruleId"].startswith("cve-")]
+    assert len(cves) >= 2
+    assert all(r["properties"]["group"] == "exim 4.91 version-based CVEs" for r in cves)
+    # a high CVE guess is a warning; the confirmed high finding of the same scan stays an error
+    assert {r["level"] for r in cves if r["properties"]["severity"] == "high"} == {"warning"}
+    confirmed = [r for r in results if r["ruleId"] == "auth-before-starttls"]
+    assert confirmed and confirmed[0]["level"] == "error"
+    # results follow the ranking: the confirmed high finding before any tentative one of its severity
+    order = [r["ruleId"] for r in results]
+    assert order.index("auth-before-starttls") < min(order.index(r["ruleId"]) for r in cves if r["properties"]["severity"] == "high")
+    rules = {d["id"]: d for d in log["runs"][0]["tool"]["driver"]["rules"]}
+    assert "one group" in rules[cves[0]["ruleId"]]["help"]["text"] and "**Grouping:**" in rules[cves[0]["ruleId"]]["help"]["markdown"]
+    assert "one group" not in rules["auth-before-starttls"]["help"]["text"]
