@@ -353,6 +353,7 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
     from smtpaudit.fleet import Progress
 
     progress = Progress(len(endpoints), enabled=not args.quiet and sys.stderr.isatty())
+    options.on_probe = progress.probe_event
     started, t0 = now_iso(), time.monotonic()
     try:
         entries = asyncio.run(run_scan(endpoints, rules, catalog, options, progress=progress))

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, TextIO
@@ -133,31 +135,103 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class Progress:
-    """A one-line progress display on a terminal (stderr); silent when not a terminal or quiet."""
+    """Live progress on a terminal (stderr), one line redrawn in place; silent when not a terminal or quiet.
 
-    def __init__(self, total: int, *, stream: TextIO | None = None, enabled: bool | None = None) -> None:
+    Shows done/total endpoints with a rate and an ETA, unreachable endpoints and open findings so
+    far, and for the endpoints still running the probe running now and how long it has run. A
+    small ticker thread redraws twice a second, so a probe waiting out a 20 s timeout is seen to
+    wait. Endpoint ids come from targets (untrusted when expanded from DNS): control characters
+    are replaced before they reach the terminal.
+    """
+
+    TICK = 0.5
+
+    def __init__(self, total: int, *, stream: TextIO | None = None, enabled: bool | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.stream = stream or sys.stderr
         self.total = total
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self.done = 0
         self.failed = 0
         self.findings = 0
-        self.t0 = time.monotonic()
+        self.clock = clock
+        self.t0 = clock()
+        self.running: dict[str, dict[str, float]] = {}  # endpoint id -> {probe: start}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    # -- events (called from the scan's event loop) -----------------------------------------
+    def probe_event(self, endpoint_id: str, probe: str, state: str) -> None:
+        """``state`` is "start" or "end" of one probe on one endpoint."""
+        with self._lock:
+            probes = self.running.setdefault(endpoint_id, {})
+            if state == "start":
+                probes[probe] = self.clock()
+            else:
+                probes.pop(probe, None)
+        self._ensure_ticker()
 
     def __call__(self, endpoint_id: str, entry: dict[str, Any]) -> None:
-        self.done += 1
-        self.failed += entry["status"] == "failed"
-        self.findings += sum(1 for f in entry["findings"] if not f.get("suppressed"))
+        with self._lock:
+            self.done += 1
+            self.failed += entry["status"] in ("failed", "unreachable")
+            self.findings += sum(1 for f in entry["findings"] if not f.get("suppressed"))
+            self.running.pop(endpoint_id, None)
+            # The total can grow when domain targets expand into MX endpoints.
+            self.total = max(self.total, self.done)
+        self.draw()
+
+    # -- display ------------------------------------------------------------------------------
+    def line(self, width: int = 100) -> str:
+        """The status line as it would be drawn now (no control sequences)."""
+        now = self.clock()
+        with self._lock:
+            elapsed = now - self.t0
+            parts = [f"[{self.done}/{self.total}] {elapsed:5.1f}s"]
+            if self.total > 1 and self.done:
+                rate = self.done / elapsed if elapsed > 0 else 0.0
+                left = self.total - self.done
+                eta = f"{left / rate:.0f}s" if rate > 0 else "?"
+                parts.append(f"{rate:.2f}/s ETA {eta}")
+            parts.append(f"unreachable {self.failed}  findings {self.findings}")
+            active = [(min(p.values()), eid, p) for eid, p in self.running.items() if p]
+        active.sort()
+        for _, eid, probes in active[:1]:
+            probe, since = min(probes.items(), key=lambda kv: kv[1])
+            more = f" +{len(probes) - 1}" if len(probes) > 1 else ""
+            parts.append(f"{_shown(eid)} {probe}{more} {now - since:.0f}s")
+        if len(active) > 1:
+            parts.append(f"+{len(active) - 1} running")
+        text = "  ".join(parts)
+        return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+    def draw(self) -> None:
         if not self.enabled:
             return
-        # The total can grow when domain targets expand into MX endpoints.
-        self.total = max(self.total, self.done)
-        shown = "".join(ch if ch.isprintable() else "?" for ch in endpoint_id)[:48]
-        elapsed = time.monotonic() - self.t0
-        self.stream.write(f"\r[{self.done}/{self.total}] {elapsed:5.1f}s  failed {self.failed}  findings {self.findings}  {shown} {entry['status']}\033[K")
+        width = max(20, shutil.get_terminal_size((100, 24)).columns - 1)
+        self.stream.write("\r" + self.line(width) + "\033[K")
         self.stream.flush()
 
+    def _ensure_ticker(self) -> None:
+        if not self.enabled or self._ticker is not None:
+            return
+        self._ticker = threading.Thread(target=self._tick, name="smtpaudit-progress", daemon=True)
+        self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.TICK):
+            self.draw()
+
     def finish(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(2)
         if self.enabled and self.done:
+            self.draw()
             self.stream.write("\n")
             self.stream.flush()
+
+
+def _shown(endpoint_id: str) -> str:
+    return "".join(ch if ch.isprintable() else "?" for ch in endpoint_id)[:48]

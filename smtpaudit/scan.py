@@ -41,6 +41,8 @@ class ScanOptions:
     per_host: int = 2
     probe_options: dict[str, Any] = field(default_factory=dict)
     secrets: tuple[str, ...] = ()
+    # (endpoint id, probe, "start" | "end"): the live progress display's view of running probes.
+    on_probe: Callable[[str, str, str], None] | None = None
 
 
 def drop_intrusive(rules: Mapping[str, Rule], catalog: Catalog) -> tuple[dict[str, Rule], list[dict[str, str]]]:
@@ -209,11 +211,15 @@ async def scan_endpoint(endpoint: Endpoint, probe_names: list[str], options: Sca
                                                  error_message=f"not run: {unreachable}")
                         continue
                     running[name] = asyncio.create_task(_run_probe(name, endpoint, ctx, dict(facts)))
+                    if options.on_probe:
+                        options.on_probe(endpoint.id, name, "start")
                 if not running:
                     continue
                 finished, _ = await asyncio.wait(running.values(), return_when=asyncio.FIRST_COMPLETED)
                 for name in [n for n, task in running.items() if task in finished]:
                     result = running.pop(name).result()
+                    if options.on_probe:
+                        options.on_probe(endpoint.id, name, "end")
                     done[name] = result
                     facts.update(result.facts)
                     if name == "smtp.session" and result.status == "error" and result.facts.get("smtp.greeting.code") != 220:

@@ -137,4 +137,24 @@ def test_progress_only_on_a_terminal():
         p.finish()
     assert quiet.getvalue() == ""
     out = tty.getvalue()
-    assert "[2/2]" in out and "failed 1" in out and "findings 1" in out and "\x1b[2J" not in out
+    assert "[2/2]" in out and "unreachable 1" in out and "findings 1" in out and "\x1b[2J" not in out
+
+
+def test_progress_shows_the_running_probe_its_time_and_an_eta():
+    from smtpaudit.fleet import Progress
+
+    now = [100.0]
+    p = Progress(4, enabled=False, clock=lambda: now[0])
+    p.probe_event("a:25", "smtp.session", "start")
+    now[0] = 103.0
+    p.probe_event("a:25", "smtp.session", "end")
+    p.probe_event("a:25", "smtp.limits", "start")
+    p.probe_event("b\x1b[2J:25", "tls.protocols", "start")
+    now[0] = 121.0
+    line = p.line()
+    # the longest-running endpoint's current probe and how long it has waited
+    assert "a:25 smtp.limits 18s" in line and "+1 running" in line and "\x1b" not in line
+    p("a:25", {"status": "complete", "findings": [{"suppressed": None}]})
+    line = p.line()
+    assert line.startswith("[1/4]  21.0s") and "0.05/s ETA 63s" in line and "findings 1" in line
+    assert "b?[2J:25 tls.protocols 18s" in line
