@@ -180,6 +180,60 @@ class Chromium:
         self.call("Target.closeTarget", {"targetId": target})
         return result
 
+    def _session(self, width: int, height: int = 900, *, bypass_csp: bool = False) -> tuple[str, str]:
+        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        self.call("Page.enable", {}, session)
+        self.call("Runtime.enable", {}, session)
+        if bypass_csp:
+            self.call("Page.setBypassCSP", {"enabled": True}, session)
+        self.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600}, session)
+        return target, session
+
+    def _load(self, path: Path, session: str) -> None:
+        self.call("Page.navigate", {"url": path.resolve().as_uri()}, session)
+        self.wait_for("Page.loadEventFired", session)
+
+    def axe(self, path: Path, axe_js: Path, *, width: int = 1400) -> list[dict[str, Any]]:
+        """Run axe-core on the page; returns its violations (each with id, impact, help, nodes).
+
+        axe is injected through the DevTools protocol with the page's CSP bypassed for this tab
+        only: the report itself never carries or allows a script."""
+        target, session = self._session(width, bypass_csp=True)
+        try:
+            self._load(path, session)
+            self.call("Runtime.evaluate", {"expression": axe_js.read_text(encoding="utf-8")}, session)
+            expr = ("axe.run(document, {resultTypes: ['violations']}).then(r => r.violations.map(v => ({id: v.id, impact: v.impact, "
+                    "help: v.help, nodes: v.nodes.slice(0, 5).map(n => n.target.join(' ') + ' :: ' + (n.failureSummary || '').slice(0, 300))})))")
+            old = self.timeout
+            self.timeout = max(old, 120.0)
+            try:
+                res = self.call("Runtime.evaluate", {"expression": expr, "awaitPromise": True, "returnByValue": True}, session)
+            finally:
+                self.timeout = old
+            if "exceptionDetails" in res:
+                raise CdpError(f"axe failed: {json.dumps(res['exceptionDetails'])[:500]}")
+            return res["result"]["value"]
+        finally:
+            self.call("Target.closeTarget", {"targetId": target})
+
+    def pdf(self, path: Path, out: Path) -> Path:
+        """Print the page to PDF as a browser's print dialog would (A4, backgrounds as the print CSS says)."""
+        target, session = self._session(1000)
+        try:
+            self._load(path, session)
+            old = self.timeout
+            self.timeout = max(old, 120.0)
+            try:
+                res = self.call("Page.printToPDF", {"paperWidth": 8.27, "paperHeight": 11.69, "printBackground": False,
+                                                    "preferCSSPageSize": True}, session)
+            finally:
+                self.timeout = old
+            out.write_bytes(base64.b64decode(res["data"]))
+            return out
+        finally:
+            self.call("Target.closeTarget", {"targetId": target})
+
     def close(self) -> None:
         try:
             self.call("Browser.close")
@@ -204,10 +258,29 @@ class Chromium:
         self.close()
 
 
-def open_page(path: Path, *, screenshot: Path | None = None, binary: str | None = None, max_height: int = 16000) -> PageResult:
+def open_page(path: Path, *, screenshot: Path | None = None, binary: str | None = None, max_height: int = 16000,
+              width: int = 1200) -> PageResult:
     """One-shot: start Chromium, open ``path``, close Chromium."""
     binary = binary or find_chromium()
     if binary is None:
         raise CdpError("chromium not installed (apt-get install chromium, or run .ci/install-report-tools.sh)")
     with Chromium(binary) as browser:
-        return browser.open(path, screenshot=screenshot, max_height=max_height)
+        return browser.open(path, screenshot=screenshot, max_height=max_height, width=width)
+
+
+AXE_JS = Path(os.environ.get("AXE_CORE_JS", Path(os.environ.get("SMTPAUDIT_TOOLS_DIR", "/opt/smtpaudit-tools")) / "axe-core/node_modules/axe-core/axe.min.js"))
+BLOCKING_IMPACTS = ("serious", "critical")
+
+
+def find_axe() -> Path | None:
+    """axe-core's browser bundle (npm package axe-core; .ci/install-report-tools.sh installs it)."""
+    return AXE_JS if AXE_JS.is_file() else None
+
+
+def pdf_first_page_png(pdf: Path, out_prefix: Path) -> tuple[int, Path]:
+    """(page count, PNG of page 1) with poppler's pdfinfo/pdftoppm: the PDF is a real, renderable document."""
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, timeout=60, check=True).stdout
+    pages = int(next(line.split()[-1] for line in info.splitlines() if line.startswith("Pages:")))
+    subprocess.run(["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "1", "-singlefile", str(pdf), str(out_prefix)],
+                   capture_output=True, timeout=120, check=True)
+    return pages, out_prefix.with_suffix(".png")
