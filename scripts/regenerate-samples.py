@@ -1,24 +1,38 @@
 #!/usr/bin/env python3
 """Regenerate reports/samples/ from the real-server lab (tests/lab): never edit the samples by hand.
 
-For each lab instance: a scan of its SMTP, submission and SMTPS ports as JSON, SARIF and HTML;
-then the whole lab as one fleet report (JSON/SARIF/HTML), a baseline created from the hardened
-Postfix, a diff of the insecure Exim before and after a config fix, and a screenshot of the
-insecure Postfix HTML report taken in headless Chromium.
+    python3 scripts/regenerate-samples.py     # needs .ci/install-lab.sh and .ci/install-report-tools.sh
+    git status --short reports/samples       # empty when neither the code nor the lab changed
 
-    python3 scripts/regenerate-samples.py            # needs .ci/install-lab.sh and .ci/install-report-tools.sh
+What it writes (small on purpose; the JSON reports carry everything else):
+  postfix-insecure.{targets,json,sarif,html}  the insecure Postfix, all three ports
+  lab-fleet.{targets,json,sarif,html}         a 10-endpoint fleet: every lab instance's SMTP and SMTPS port
+  diff-exim-insecure.{json,html}              the insecure Exim before and after a config fix
+  baseline-example.toml                       a baseline accepting the hardened Postfix's findings
+  *-1400.png, *-390.png                       headless-Chromium screenshots at desktop and phone width
 
-The lab's ports are random, so the samples name 127.0.0.1 and whatever ports were free.
+Samples that do not churn: the lab listens on fixed ports (FIXED_PORTS), serves a committed
+certificate set (tests/lab/sample-pki, generated once with fixed validity dates), and the times a
+scan records (start, durations, transcript offsets, days until a certificate expires) are frozen
+to FIXED_CLOCK before rendering, so two runs against unchanged code give identical files.
+Screenshots are retaken only when their HTML changed, since a browser update alone must not
+change a sample.
 """
 
 from __future__ import annotations
 
+import copy
+import datetime as dt
+import hashlib
 import json
 import os
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -26,26 +40,154 @@ sys.path.insert(0, str(ROOT))
 from smtpaudit import diff as differ  # noqa: E402
 from smtpaudit.cli import main  # noqa: E402
 from smtpaudit.report import html, model, sarif  # noqa: E402
+from tests.lab import certs  # noqa: E402
 from tests.lab.mta import Lab, missing_binaries  # noqa: E402
-from tests.report.browser import find_chromium, open_page  # noqa: E402
+from tests.report.browser import Chromium, find_chromium  # noqa: E402
 
 OUT = ROOT / "reports" / "samples"
+SAMPLE_PKI = ROOT / "tests" / "lab" / "sample-pki"
 INSTANCES = ("postfix-hardened", "postfix-insecure", "exim-secure", "exim-insecure", "opensmtpd")
-SCAN_ARGS = ("-q", "--skip-tag", "dns", "--greeting-timeout", "5", "--timeout", "120")
+# Fixed loopback ports below the kernel's ephemeral range (so no test lab picks them): (smtp, submission, smtps) per instance.
+FIXED_PORTS = {name: {"smtp": 21025 + 100 * i, "submission": 21087 + 100 * i, "smtps": 21065 + 100 * i}
+               for i, name in enumerate(INSTANCES)}
+FIXED_CLOCK = dt.datetime(2026, 6, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
+PKI_NOT_BEFORE = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+PKI_NOT_AFTER = dt.datetime(2035, 12, 1, tzinfo=dt.timezone.utc)
+SCAN_ARGS = ("-q", "--skip-tag", "dns", "--greeting-timeout", "5", "--timeout", "120",
+             "--ca-file", str(SAMPLE_PKI.relative_to(ROOT) / "ca.pem"))
+SCREENSHOTS = {"postfix-insecure": (1400, 390), "lab-fleet": (1400, 390)}
+SHOT_HEIGHT = {1400: 1800, 390: 2400}
 
 
-EXTRA_ARGS: list[str] = []
+# -- the committed sample PKI --------------------------------------------------------------------
+def ensure_sample_pki() -> None:
+    """Create tests/lab/sample-pki once (the lab's kinds of certificate, valid until 2035); afterwards it is only read."""
+    files = ["ca.pem", "ca.key", "rsa.pem", "rsa-chain.pem", "rsa.key", "ec.pem", "ec-chain.pem", "ec.key", "weak.pem", "weak.key"]
+    if all((SAMPLE_PKI / f).is_file() for f in files):
+        return
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    SAMPLE_PKI.mkdir(parents=True, exist_ok=True)
+    ca_cert, ca_key = certs._make_ca(SAMPLE_PKI, PKI_NOT_BEFORE + dt.timedelta(days=1))  # valid 2026-01-01 + 3650 days
+    san = [x509.DNSName(n) for n in certs.LEAF_DNS_NAMES] + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in certs.LEAF_IPS]
+    for stem, key in (("rsa", rsa.generate_private_key(public_exponent=65537, key_size=2048)), ("ec", ec.generate_private_key(ec.SECP256R1()))):
+        cert = (x509.CertificateBuilder().subject_name(certs._name(certs.LAB_HOSTNAME)).issuer_name(ca_cert.subject)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(PKI_NOT_BEFORE).not_valid_after(PKI_NOT_AFTER)
+                .add_extension(x509.SubjectAlternativeName(san), critical=False)
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+                .sign(ca_key, hashes.SHA256()))
+        (SAMPLE_PKI / f"{stem}.pem").write_bytes(certs._pem(cert))
+        (SAMPLE_PKI / f"{stem}-chain.pem").write_bytes(certs._pem(cert) + certs._pem(ca_cert))
+        certs._write_key(SAMPLE_PKI / f"{stem}.key", key)
+    # RSA-1024/SHA-1 self-signed like the lab's, signed by the openssl CLI (cryptography refuses SHA-1), 10 years.
+    certs._write_key(SAMPLE_PKI / "weak.key", rsa.generate_private_key(public_exponent=65537, key_size=1024))
+    alt = ",".join([f"DNS:{n}" for n in certs.LEAF_DNS_NAMES] + [f"IP:{ip}" for ip in certs.LEAF_IPS])
+    subprocess.run(["openssl", "req", "-x509", "-new", "-sha1", "-days", "3650", "-key", str(SAMPLE_PKI / "weak.key"),
+                    "-out", str(SAMPLE_PKI / "weak.pem"), "-subj", f"/O=smtpaudit lab/CN={certs.LAB_HOSTNAME}",
+                    "-addext", f"subjectAltName={alt}", "-addext", "basicConstraints=critical,CA:FALSE"],
+                   check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    (SAMPLE_PKI / "README.md").write_text(
+        "Lab certificates for scripts/regenerate-samples.py only: a throwaway CA and leaves for mail.lab.test,\n"
+        "localhost and 127.0.0.1 (RSA-2048 and EC P-256 signed by the CA, valid 2026-01-01 to 2035-12-01; an\n"
+        "RSA-1024/SHA-1 self-signed one), committed so the samples do not change with every regeneration.\n"
+        "Test keys for loopback lab servers: never use them anywhere else.\n")
 
 
-def scan(targets_file: Path, out: Path) -> dict:
-    # Relative paths so the SARIF locations are repository-relative (reports/samples/...).
-    main(["scan", "-f", str(targets_file.relative_to(ROOT)), "-o", str(out.relative_to(ROOT)), *SCAN_ARGS, *EXTRA_ARGS])
-    return model.load(out)
+def lab_with_sample_pki() -> Lab:
+    run_root = Path(tempfile.mkdtemp(prefix="smtpaudit-samples-"))
+    pki = run_root / "pki"
+    shutil.copytree(SAMPLE_PKI, pki)
+    for p in pki.iterdir():
+        p.chmod(0o600 if p.suffix == ".key" else 0o644)
+    return Lab(run_root)
 
 
-def write_all(report: dict, stem: str) -> None:
-    (OUT / f"{stem}.sarif").write_text(sarif.dumps(report, srcroot=ROOT))
-    (OUT / f"{stem}.html").write_text(html.render(report))
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+# -- frozen clock --------------------------------------------------------------------------------
+def iso(t: dt.datetime) -> str:
+    return t.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def freeze(report: dict[str, Any], clock: dt.datetime = FIXED_CLOCK) -> dict[str, Any]:
+    """The report as if scanned at ``clock`` in no time: times a scan records are the only part of a
+    sample that changes between runs against the same servers."""
+    r = copy.deepcopy(report)
+    r["started"] = r["finished"] = iso(clock)
+    r["duration"] = 0.0
+    if "evaluated" in r.get("invocation", {}):
+        r["invocation"]["evaluated"] = iso(clock)
+    for e in r["endpoints"]:
+        e["started"] = iso(clock)
+        e["duration"] = 0.0
+        for p in e.get("probes", []):
+            p["duration"] = 0.0
+        for lines in (e.get("transcripts") or {}).values():
+            for ln in lines:
+                ln["t"] = 0.0
+        facts = e.get("facts") or {}
+        if isinstance(facts.get("tls.cert.not_after"), str) and isinstance(facts.get("tls.cert.days_left"), int):
+            not_after = dt.datetime.fromisoformat(facts["tls.cert.not_after"].replace("Z", "+00:00"))
+            facts["tls.cert.days_left"] = (not_after - clock).days
+    return r
+
+
+# -- writing ---------------------------------------------------------------------------------------
+def write_if_changed(path: Path, text: str) -> bool:
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return False
+    path.write_text(text, encoding="utf-8")
+    return True
+
+
+def scan(targets_file: Path, stem: str) -> dict[str, Any]:
+    """Scan with the real CLI (relative paths, so SARIF locations are repository-relative)."""
+    raw = Path(tempfile.mkdtemp(prefix="smtpaudit-sample-scan-")) / f"{stem}.json"
+    main(["scan", "-f", str(targets_file.relative_to(ROOT)), "-o", str(raw), *SCAN_ARGS])
+    report = model.load(raw)
+    shutil.rmtree(raw.parent, ignore_errors=True)
+    return report
+
+
+def write_all(report: dict[str, Any], stem: str) -> list[str]:
+    changed = []
+    for ext, text in (("json", model.dumps(report)), ("sarif", sarif.dumps(report, srcroot=ROOT)), ("html", html.render(report))):
+        if write_if_changed(OUT / f"{stem}.{ext}", text):
+            changed.append(f"{stem}.{ext}")
+    return changed
+
+
+def screenshots(stems: list[str], changed: list[str]) -> None:
+    """Screenshots of the samples whose HTML changed (or that have none yet)."""
+    binary = find_chromium()
+    if binary is None:
+        print("chromium not installed: screenshots not updated (.ci/install-report-tools.sh)", file=sys.stderr)
+        return
+    with Chromium(binary) as browser:
+        for stem in stems:
+            for width in SCREENSHOTS[stem]:
+                shot = OUT / f"{stem}-{width}.png"
+                if shot.is_file() and stem not in changed:
+                    continue
+                page = browser.open(OUT / f"{stem}.html", screenshot=shot, width=width, max_height=SHOT_HEIGHT[width])
+                if page.errors or page.requests:
+                    raise SystemExit(f"chromium: {stem}.html: errors {page.errors} requests {page.requests}")
+                print(f"screenshot: {shot.relative_to(ROOT)}", file=sys.stderr)
 
 
 def main_() -> int:
@@ -54,49 +196,76 @@ def main_() -> int:
     if not available:
         print("no lab server installed: run .ci/install-lab.sh", file=sys.stderr)
         return 2
-    if OUT.exists():
-        shutil.rmtree(OUT)
-    OUT.mkdir(parents=True)
-    lab = Lab(Path(tempfile.mkdtemp(prefix="smtpaudit-samples-")))
+    busy = [p for n in available for p in FIXED_PORTS[n].values() if not port_free(p)]
+    if busy:
+        print(f"fixed sample ports in use: {busy}; stop what listens there and retry", file=sys.stderr)
+        return 2
+    ensure_sample_pki()
+    OUT.mkdir(parents=True, exist_ok=True)
+    keep = {"README.md"}
+    changed: list[str] = []
+    lab = lab_with_sample_pki()
     try:
-        servers = {name: lab.start(name) for name in available}
-        # The secure instances use the lab's own CA, as a company would for internal servers:
-        # trust it, so their samples show what a private-CA deployment looks like.
-        EXTRA_ARGS[:] = ["--ca-file", str(lab.pki.ca_cert)]
-        fleet_lines = []
-        for name, srv in servers.items():
-            lines = [srv.targets[k] for k in ("smtp", "submission", "smtps")]
-            fleet_lines += lines
-            tf = OUT / f"{name}.targets"
-            tf.write_text(f"# lab instance {name}\n" + "\n".join(lines) + "\n")
-            write_all(scan(tf, OUT / f"{name}.json"), name)
-            print(f"{name}: done", file=sys.stderr)
+        servers = {}
+        for name in available:
+            srv = lab.get(name)
+            srv.ports = dict(FIXED_PORTS[name])
+            srv.start()
+            servers[name] = srv
+        if "postfix-insecure" in servers:
+            srv = servers["postfix-insecure"]
+            tf = OUT / "postfix-insecure.targets"
+            write_if_changed(tf, "# lab instance postfix-insecure\n" + "".join(f"{srv.targets[k]}\n" for k in ("smtp", "submission", "smtps")))
+            changed += write_all(freeze(scan(tf, "postfix-insecure")), "postfix-insecure")
+            keep |= {f"postfix-insecure.{x}" for x in ("targets", "json", "sarif", "html")}
         tf = OUT / "lab-fleet.targets"
-        tf.write_text("# every lab instance, all ports\n" + "\n".join(fleet_lines) + "\n")
-        fleet = scan(tf, OUT / "lab-fleet.json")
-        write_all(fleet, "lab-fleet")
+        lines = [servers[n].targets[k] for n in servers for k in ("smtp", "smtps")]
+        write_if_changed(tf, "# every lab instance, SMTP (25) and SMTPS (465) ports\n" + "\n".join(lines) + "\n")
+        fleet = freeze(scan(tf, "lab-fleet"))
+        changed += write_all(fleet, "lab-fleet")
+        keep |= {f"lab-fleet.{x}" for x in ("targets", "json", "sarif", "html")}
         if "postfix-hardened" in servers:
-            main(["baseline", "create", "reports/samples/postfix-hardened.json", "-o", "reports/samples/baseline-example.toml",
-                  "--justification", "example: accepted while the migration is pending", "--expires", "2099-12-31"])
+            from smtpaudit import baseline as bl
+            from smtpaudit.fleet import merge_reports, single_endpoint_report
+
+            hardened = [e for e in fleet["endpoints"] if e["endpoint"]["port"] in FIXED_PORTS["postfix-hardened"].values()]
+            one = merge_reports([single_endpoint_report(fleet, e) for e in hardened])
+            text = bl.create(one, justification="example: accepted while the migration is pending",
+                             expires=dt.date(2099, 12, 31), source="reports/samples/lab-fleet.json")
+            changed += ["baseline-example.toml"] if write_if_changed(OUT / "baseline-example.toml", text) else []
+            keep.add("baseline-example.toml")
         if "exim-insecure" in servers:
             srv = servers["exim-insecure"]
-            before = model.load(OUT / "exim-insecure.json")
-            srv.restart(ALLOW_VRFY=None, ALLOW_EXPN=None, smtp_banner="$smtp_active_hostname ESMTP")
-            after = scan(OUT / "exim-insecure.targets", OUT / "exim-insecure-fixed.json")
+            tf = Path(tempfile.mkdtemp(prefix="smtpaudit-sample-diff-")) / "exim.targets"
+            tf.write_text(f"{srv.targets['smtp']}\n")
+            rel = ROOT / "reports" / "samples" / ".exim-insecure.targets"
+            shutil.copy(tf, rel)
+            try:
+                before = freeze(scan(rel, "before"))
+                srv.restart(ALLOW_VRFY=None, ALLOW_EXPN=None, smtp_banner="$smtp_active_hostname ESMTP")
+                after = freeze(scan(rel, "after"), FIXED_CLOCK + dt.timedelta(days=1))
+            finally:
+                rel.unlink()
+                shutil.rmtree(tf.parent, ignore_errors=True)
             d = differ.compare(before, after)
-            (OUT / "diff-exim-insecure.json").write_text(json.dumps(d, indent=2) + "\n")
-            (OUT / "diff-exim-insecure.html").write_text(html.render_diff(d))
-            (OUT / "exim-insecure-fixed.json").unlink()  # the diff carries what changed
+            for ext, text in (("json", json.dumps(d, indent=2) + "\n"), ("html", html.render_diff(d))):
+                if write_if_changed(OUT / f"diff-exim-insecure.{ext}", text):
+                    changed.append(f"diff-exim-insecure.{ext}")
+            keep |= {"diff-exim-insecure.json", "diff-exim-insecure.html"}
             srv.reset()
-        if "postfix-insecure" in servers and find_chromium():
-            page = open_page(OUT / "postfix-insecure.html", screenshot=OUT / "postfix-insecure.png", max_height=2600)
-            if page.errors or page.requests:
-                print(f"chromium: errors {page.errors} requests {page.requests}", file=sys.stderr)
-                return 1
-            print(f"screenshot: {page.screenshot.relative_to(ROOT)}", file=sys.stderr)
     finally:
         lab.stop_all()
         lab.cleanup()
+    stems = [s for s in SCREENSHOTS if (OUT / f"{s}.html").is_file()]
+    screenshots(stems, changed=[s for s in stems if f"{s}.html" in changed])
+    for stem in stems:
+        keep |= {f"{stem}-{w}.png" for w in SCREENSHOTS[stem]}
+    for old in OUT.iterdir():  # samples this script no longer makes
+        if old.name not in keep:
+            old.unlink()
+    digest = hashlib.sha256(b"".join((OUT / n).read_bytes() for n in sorted(keep) if (OUT / n).is_file())).hexdigest()[:16]
+    print(f"samples: {len(keep)} files, {sum((OUT / n).stat().st_size for n in keep if (OUT / n).is_file()) // 1024} KiB, "
+          f"changed: {', '.join(changed) or 'none'}; digest {digest}", file=sys.stderr)
     return 0
 
 
