@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from smtpaudit.scan import summarize
+from smtpaudit.outcomes import EndpointStatus
+from smtpaudit.report.build import refresh
 from smtpaudit.targets import Endpoint
 
 
@@ -59,7 +60,9 @@ def slug(endpoint_id: str) -> str:
 def single_endpoint_report(report: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
     """The report restricted to one endpoint (same scan metadata, its own summary)."""
     one = {k: v for k, v in report.items() if k not in ("endpoints", "summary", "domains")}
-    one["summary"] = summarize([entry])
+    one["endpoints"] = [entry]
+    gate = report.get("gate") or {}
+    refresh(one, gate.get("fail_on"), allow_incomplete=bool(gate.get("allow_incomplete")))
     if "domains" in report:
         d = entry["endpoint"].get("domain")
         one["domains"] = {d: [entry["endpoint"]["id"]]} if d else {}
@@ -124,7 +127,8 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     merged["finished"] = max(r["finished"] for r in reports)
     merged["duration"] = round(sum(r.get("duration", 0) for r in reports), 3)
     merged["probes"] = {k: v for r in reports for k, v in r.get("probes", {}).items()}
-    merged["summary"] = summarize(entries)
+    fail_on = (reports[0].get("gate") or {}).get("fail_on", reports[0].get("invocation", {}).get("options", {}).get("fail_on"))
+    refresh(merged, fail_on)
     if any("domains" in r for r in reports):
         groups: dict[str, list[str]] = {}
         for r in reports:
@@ -137,8 +141,8 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
 class Progress:
     """Live progress on a terminal (stderr), one line redrawn in place; silent when not a terminal or quiet.
 
-    Shows done/total endpoints with a rate and an ETA, unreachable endpoints and open findings so
-    far, and for the endpoints still running the probe running now and how long it has run. A
+    Shows done/total endpoints with a rate and an ETA, the count of endpoints not complete and open findings so
+    far (endpoints not complete: incomplete or unreachable), and for the endpoints still running the probe running now and how long it has run. A
     small ticker thread redraws twice a second, so a probe waiting out a 20 s timeout is seen to
     wait. Endpoint ids come from targets (untrusted when expanded from DNS): control characters
     are replaced before they reach the terminal.
@@ -162,8 +166,8 @@ class Progress:
         self._ticker: threading.Thread | None = None
 
     # -- events (called from the scan's event loop) -----------------------------------------
-    def probe_event(self, endpoint_id: str, probe: str, state: str) -> None:
-        """``state`` is "start" or "end" of one probe on one endpoint."""
+    def probe_event(self, endpoint_id: str, probe: str, state: str = "start") -> None:
+        """A probe started (the scanner's ``on_probe`` hook) or, when told, ended on an endpoint."""
         with self._lock:
             probes = self.running.setdefault(endpoint_id, {})
             if state == "start":
@@ -175,7 +179,7 @@ class Progress:
     def __call__(self, endpoint_id: str, entry: dict[str, Any]) -> None:
         with self._lock:
             self.done += 1
-            self.failed += entry["status"] in ("failed", "unreachable")
+            self.failed += EndpointStatus.coerce(entry.get("status")) is not EndpointStatus.COMPLETE
             self.findings += sum(1 for f in entry["findings"] if not f.get("suppressed"))
             self.running.pop(endpoint_id, None)
             # The total can grow when domain targets expand into MX endpoints.
@@ -194,13 +198,13 @@ class Progress:
                 left = self.total - self.done
                 eta = f"{left / rate:.0f}s" if rate > 0 else "?"
                 parts.append(f"{rate:.2f}/s ETA {eta}")
-            parts.append(f"unreachable {self.failed}  findings {self.findings}")
-            active = [(min(p.values()), eid, p) for eid, p in self.running.items() if p]
+            parts.append(f"not complete {self.failed}  findings {self.findings}")
+            # Per endpoint: when it started (its first probe) and its latest probe, which is the
+            # one running now (later probes wait for it or for a connection slot).
+            active = [(min(p.values()), eid, max(p.items(), key=lambda kv: kv[1])) for eid, p in self.running.items() if p]
         active.sort()
-        for _, eid, probes in active[:1]:
-            probe, since = min(probes.items(), key=lambda kv: kv[1])
-            more = f" +{len(probes) - 1}" if len(probes) > 1 else ""
-            parts.append(f"{_shown(eid)} {probe}{more} {now - since:.0f}s")
+        for since_ep, eid, (probe, since) in active[:1]:
+            parts.append(f"{_shown(eid)} {probe} {now - since:.0f}s (endpoint {now - since_ep:.0f}s)")
         if len(active) > 1:
             parts.append(f"+{len(active) - 1} running")
         text = "  ".join(parts)

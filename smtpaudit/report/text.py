@@ -110,7 +110,9 @@ def verdict_line(entry: dict[str, Any]) -> tuple[str, str]:
     opened = rank.open_findings(entry)
     parts = [_clean(ep["url"])]
     if st == "incomplete" or grade is None:
-        parts.append(f"INCOMPLETE (no grade): {len(entry.get('not_evaluated') or [])} rule(s) not evaluated")
+        reasons = entry.get("status_reasons") or []
+        why = f" ({_clean(reasons[0].get('probe'))}: {_clean(reasons[0].get('reason'))})" if reasons else ""
+        parts.append(f"INCOMPLETE (no grade){why}: {len(entry.get('not_evaluated') or [])} rule(s) not evaluated")
     else:
         parts.append(f"grade {grade} {sc.get('score')}/100")
     parts.append(_counts_text(rank.counts(opened)))
@@ -192,3 +194,8 @@ def render(report: dict[str, Any], out: TextIO, style: Style | None = None, *, v
     totals = {sev: s["findings"].get(sev, 0) for sev in SEVERITIES}
     out.write("\n")
     emit(out, style, f"findings: {_counts_text(totals)}; worst grade: {s.get('worst_grade') or '-'}", hang="    ")
+    gate = report.get("gate")
+    if gate:
+        accepted = f"; {gate['accepted']} finding(s) accepted by the baseline" if gate.get("accepted") else ""
+        verdict = "passed" if gate["passed"] else f"failed (exit {gate['exit_code']})"
+        emit(out, style, f"gate: {verdict}{accepted}", hang="    ")

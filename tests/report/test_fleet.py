@@ -60,7 +60,7 @@ def test_fleet_of_50_endpoints(postfix_hardened, postfix_insecure, exim_secure, 
     assert code == 3
     by_id = {e["endpoint"]["id"]: e for e in report["endpoints"]}
     assert len(by_id) == 50
-    failed = {i for i, e in by_id.items() if e["status"] == "failed"}
+    failed = {i for i, e in by_id.items() if e["status"] == "unreachable"}
     # every dead, silent, 421 and slow endpoint is reported as not scanned, with a reason
     expected_failed = {t for t in dead} | {s.target for s, f in zip(started, fakes) if f.script and isinstance(f.script[0], (Silence,))}
     assert expected_failed <= failed, expected_failed - failed
@@ -128,16 +128,16 @@ def test_progress_only_on_a_terminal():
         def isatty(self) -> bool:
             return True
 
-    entry = {"status": "scanned", "findings": [{"suppressed": None}]}
+    entry = {"status": "complete", "findings": [{"suppressed": None}]}
     quiet, tty = io.StringIO(), Tty()
     p1, p2 = Progress(2, stream=quiet), Progress(2, stream=tty)
     for p in (p1, p2):
         p("a:25", entry)
-        p("b\x1b[2J:25", {"status": "failed", "findings": []})
+        p("b\x1b[2J:25", {"status": "unreachable", "findings": []})
         p.finish()
     assert quiet.getvalue() == ""
     out = tty.getvalue()
-    assert "[2/2]" in out and "unreachable 1" in out and "findings 1" in out and "\x1b[2J" not in out
+    assert "[2/2]" in out and "not complete 1" in out and "findings 1" in out and "\x1b[2J" not in out
 
 
 def test_progress_shows_the_running_probe_its_time_and_an_eta():
@@ -145,16 +145,15 @@ def test_progress_shows_the_running_probe_its_time_and_an_eta():
 
     now = [100.0]
     p = Progress(4, enabled=False, clock=lambda: now[0])
-    p.probe_event("a:25", "smtp.session", "start")
+    p.probe_event("a:25", "smtp.session")  # the scanner's on_probe hook: a probe starts
     now[0] = 103.0
-    p.probe_event("a:25", "smtp.session", "end")
-    p.probe_event("a:25", "smtp.limits", "start")
-    p.probe_event("b\x1b[2J:25", "tls.protocols", "start")
+    p.probe_event("a:25", "smtp.limits")
+    p.probe_event("b\x1b[2J:25", "tls.protocols")
     now[0] = 121.0
     line = p.line()
     # the longest-running endpoint's current probe and how long it has waited
-    assert "a:25 smtp.limits 18s" in line and "+1 running" in line and "\x1b" not in line
+    assert "a:25 smtp.limits 18s (endpoint 21s)" in line and "+1 running" in line and "\x1b" not in line
     p("a:25", {"status": "complete", "findings": [{"suppressed": None}]})
     line = p.line()
     assert line.startswith("[1/4]  21.0s") and "0.05/s ETA 63s" in line and "findings 1" in line
-    assert "b?[2J:25 tls.protocols 18s" in line
+    assert "b?[2J:25 tls.protocols 18s" in line and "smtp.limits" not in line
