@@ -148,7 +148,8 @@ class DnsDomainProbe(_DnsProbe):
                 facts[f"dns.spf.{k}"] = None
             facts["dns.spf.syntax_errors"] = []
             facts["dns.spf.lookup_terms"] = []
-            facts["dns.spf.include_errors"] = []
+            facts["dns.spf.permerrors"] = []
+            facts["dns.spf.unresolved"] = []
             return
         parsed = spf.parse(records[0])
         ev = await spf.evaluate(client, domain, parsed)
@@ -158,7 +159,8 @@ class DnsDomainProbe(_DnsProbe):
         facts["dns.spf.lookups"] = ev.lookups
         facts["dns.spf.void_lookups"] = ev.void_lookups
         facts["dns.spf.lookup_terms"] = ev.lookup_terms[:100]
-        facts["dns.spf.include_errors"] = ev.errors[:50]
+        facts["dns.spf.permerrors"] = ev.permerrors[:50]
+        facts["dns.spf.unresolved"] = ev.unresolved[:50]
 
     async def _dmarc(self, client: DnsClient, domain: str, facts: dict[str, Any]) -> None:
         lk = await client.query(f"_dmarc.{domain}", "TXT")
