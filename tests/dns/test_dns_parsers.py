@@ -37,7 +37,8 @@ def test_spf_record_selection():
 
 def test_dmarc_parse_defaults_and_errors():
     d = dmarc.parse("v=DMARC1; p=quarantine; rua=mailto:a@example.org,mailto:b@example.org!10m")
-    assert (d.p, d.sp, d.pct, d.errors) == ("quarantine", "quarantine", 100, [])
+    assert (d.p, d.sp, d.pct, d.errors) == ("quarantine", None, 100, [])
+    assert d.policy_for(subdomain=True) == "quarantine"  # sp defaults to p (RFC 7489 6.3)
     assert d.rua == ["mailto:a@example.org", "mailto:b@example.org!10m"]
     bad = dmarc.parse("v=DMARC1; p=block; pct=150; rua=https://x")
     assert bad.p is None and len(bad.errors) == 3

@@ -168,14 +168,41 @@ class DnsDomainProbe(_DnsProbe):
         facts["dns.dmarc.lookup_status"] = _lookup_status(lk, records)
         facts["dns.dmarc.records"] = _clip(records)
         facts["dns.dmarc.record_count"] = len(records) if not lk.failed else None
-        d = dmarc.parse(records[0]) if len(records) == 1 else None
-        facts["dns.dmarc.record"] = records[0][:MAX_TEXT] if d else None
+        org = dmarc.organizational_domain(domain)
+        facts["dns.dmarc.org_domain"] = org
+        facts["dns.dmarc.org_records"] = []
+        # RFC 7489 6.6.3: no record at the domain -> the organizational domain's, with sp.
+        source: str | None = None
+        applied: list[str] = []
+        if lk.failed:
+            source = None
+        elif len(records) == 1:
+            source, applied = "domain", records
+        elif len(records) > 1:
+            source = "multiple"  # step 6: several records -> DMARC is not applied (no fallback)
+        elif org is None or org == domain:
+            source = "none"
+        else:
+            olk = await client.query(f"_dmarc.{org}", "TXT")
+            org_records = _records(olk, dmarc.is_dmarc)
+            facts["dns.dmarc.org_records"] = _clip(org_records)
+            if olk.failed:
+                source = None
+            elif len(org_records) == 1:
+                source, applied = "organizational", org_records
+            else:
+                source = "multiple" if org_records else "none"
+        facts["dns.dmarc.source"] = source
+        d = dmarc.parse(applied[0]) if applied else None
+        facts["dns.dmarc.record"] = applied[0][:MAX_TEXT] if d else None
         facts["dns.dmarc.p"] = d.p if d else None
-        facts["dns.dmarc.sp"] = d.sp if d else None
+        facts["dns.dmarc.sp"] = (d.sp or d.p) if d else None
+        facts["dns.dmarc.policy"] = d.policy_for(subdomain=source == "organizational") if d else None
         facts["dns.dmarc.pct"] = d.pct if d else None
         facts["dns.dmarc.rua"] = d.rua if d else []
         facts["dns.dmarc.ruf"] = d.ruf if d else []
         facts["dns.dmarc.syntax_errors"] = d.errors if d else []
+        facts["dns.dmarc.ignored_tags"] = d.ignored_tags[:20] if d else []
 
     async def _tlsrpt(self, client: DnsClient, domain: str, facts: dict[str, Any]) -> None:
         lk = await client.query(f"_smtp._tls.{domain}", "TXT")
