@@ -259,7 +259,7 @@ class MtaStsProbe(_DnsProbe):
         facts["mta_sts.policy.mx"] = pol.mx[:100] if pol else []
         facts["mta_sts.policy.max_age"] = pol.max_age if pol else None
         facts["mta_sts.policy.errors"] = pol.errors if pol else []
-        facts["mta_sts.mx_uncovered"] = mtasts.uncovered(pol.mx, list(hosts)) if pol else []
+        facts["mta_sts.mx_uncovered"] = mtasts.uncovered(pol.mx, list(hosts), pol.mode) if pol else []
 
 
 class DnsHostProbe(_DnsProbe):
