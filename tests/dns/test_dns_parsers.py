@@ -83,7 +83,9 @@ def test_tlsa_matches_both_ways(lab_pki):
     assert dane.tlsa_matches(full, chain)
     ta = {"usage": 2, "selector": 0, "mtype": 0, "data": ca.public_bytes(Encoding.DER).hex()}
     assert dane.tlsa_matches(ta, chain)
-    assert not dane.tlsa_matches(ta, [leaf_pem])  # DANE-TA needs the CA on the wire
+    assert dane.tlsa_matches(ta, [leaf_pem])  # full TA (2 0 0) need not be on the wire (RFC 7671 5.2.2)
+    ta_hash = {**ta, "mtype": 1, "data": hashlib.sha256(ca.public_bytes(Encoding.DER)).hexdigest()}
+    assert dane.tlsa_matches(ta_hash, chain) and not dane.tlsa_matches(ta_hash, [leaf_pem])  # a digest must
     assert not dane.tlsa_matches({**good, "usage": 2}, chain)  # leaf hash is not a TA
     assert not dane.tlsa_matches({**good, "mtype": 7}, chain)
     assert not dane.tlsa_matches(good, [])
