@@ -4,6 +4,12 @@ The parse is pure. The count walks ``include:`` and ``redirect=`` targets throug
 a receiver would, without a sender IP: every ``include``, ``a``, ``mx``, ``ptr``, ``exists`` and
 ``redirect`` counts one lookup (section 4.6.4, limit 10), and a lookup that returns NXDOMAIN or
 no records is a void lookup (limit 2). Terms with macros are counted but not resolved.
+
+The parse follows the ABNF of section 12 term by term (domain-spec with its top label, dual-cidr
+lengths without leading zeros, macro syntax); a name that could not go into a DNS question is a
+syntax error of the record and is never looked up. What makes receivers' evaluation a permerror
+beyond the record's own syntax (targets without SPF, loops, more than 10 MX names) goes through
+``Evaluation.permerror``.
 """
 
 from __future__ import annotations
