@@ -132,6 +132,12 @@ def summary(results: list[CaseResult]) -> dict[str, int]:
         "deliberate_differences": sum(1 for r in scored if not r.correct and r.case_id in DIFFERENCES),
         "unexplained": sum(1 for r in scored if not r.correct and r.case_id not in DIFFERENCES),
         "probe_failures": sum(1 for r in results if r.probe_status == "error"),
+        # Not scored: the suite allows permerror or another result (either answer is right) ...
+        "either_answer": sum(1 for r in results if r.correct is None and r.expected not in ("none", "temperror")),
+        # ... or there is no record / DNS fails (never an SPF error finding, checked by the test).
+        "none_or_temperror": sum(1 for r in results if r.expected in ("none", "temperror")),
+        "none_or_temperror_with_error_finding": sum(
+            1 for r in results if r.expected in ("none", "temperror") and r.has_error),
     }
 
 
