@@ -129,6 +129,17 @@ def test_unknown_parameters_never_match(pki, record):
     assert facts["dane.match.any"] is False and "dane-tlsa-mismatch" in got
 
 
+def test_ta_match_needs_the_chain_below_it(pki):
+    # RFC 7671 5.2: the TA authenticates the leaf only through a valid chain. A leaf the matching
+    # intermediate did not sign (here: signed by the unrelated "other" key) does not match.
+    key = ec.generate_private_key(ec.SECP256R1())
+    stray = _cert(HOST, key, "Vector Intermediate", key, False)
+    chain = [stray.public_bytes(Encoding.PEM).decode(), pki["int"].public_bytes(Encoding.PEM).decode()]
+    facts, got = audit([f"2 1 1 {data(pki['int'], 1, 1)}", f"2 0 0 {data(pki['root'], 0, 0)}"], chain)
+    assert [r["matched"] for r in facts["dane.match.results"]] == [False, False]
+    assert "dane-tlsa-mismatch" in got
+
+
 def test_one_matching_record_among_stale_ones_is_enough(pki):
     # RFC 7671 8.1: current + next keys published together; any usable match authenticates.
     stale = f"3 1 1 {'ab' * 32}"

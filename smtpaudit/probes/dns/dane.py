@@ -61,7 +61,7 @@ def tlsa_matches(record: Mapping[str, Any] | Any, chain_pem_list: list[str]) -> 
     mtype = int(_field(record, "mtype", "mtype"))
     data = _field(record, "data", "cert")
     want = bytes.fromhex(data) if isinstance(data, str) else bytes(data)
-    certs = []
+    certs: list[x509.Certificate | None] = []
     for pem in chain_pem_list:
         try:
             certs.append(x509.load_pem_x509_certificate(pem.encode() if isinstance(pem, str) else pem))
@@ -75,15 +75,31 @@ def tlsa_matches(record: Mapping[str, Any] | Any, chain_pem_list: list[str]) -> 
         candidates = certs[1:]
     else:
         return False
-    for cert in candidates:
+    offset = 0 if usage in (1, 3) else 1
+    for i, cert in enumerate(candidates, start=offset):
         if cert is not None and association(cert, selector, mtype) == want:
-            return True
+            # DANE-TA authenticates the leaf through the chain below the anchor (RFC 7671 5.2).
+            if usage != 2 or _chain_to(certs, i):
+                return True
     if usage == 2 and mtype == 0:
         # RFC 7671 5.2.2: a DANE-TA record that carries the whole trust anchor (certificate or
         # public key) lets the server leave the anchor out of its chain; it matches when the
         # anchor issued a certificate the server sent (as in OpenSSL and Postfix).
-        return any(cert is not None and _issued_by(cert, selector, want) for cert in certs)
+        return any(cert is not None and _issued_by(cert, selector, want) and _chain_to(certs, i)
+                   for i, cert in enumerate(certs))
     return False
+
+
+def _chain_to(certs: list[x509.Certificate | None], top: int) -> bool:
+    """Each certificate from the leaf up to ``certs[top]`` is signed by the next one."""
+    for child, parent in zip(certs[:top], certs[1:top + 1]):
+        if child is None or parent is None:
+            return False
+        try:
+            child.verify_directly_issued_by(parent)
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+            return False
+    return True
 
 
 def _issued_by(cert: x509.Certificate, selector: int, anchor: bytes) -> bool:
