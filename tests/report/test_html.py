@@ -155,3 +155,21 @@ def test_ten_endpoint_fleet_passes_chromium_axe_and_print(tmp_path):
     with Chromium(binary) as browser:
         res = check_in_chromium(tmp_path / "fleet.html", tmp_path, browser)
     assert "Grade distribution" in res[1400].text and "Open findings by family" in res[1400].text
+
+
+def test_fleet_overview_groups_endpoints_by_mail_domain(tmp_path):
+    import copy
+
+    report = _hostile_report(tmp_path)
+    base = report["endpoints"][0]
+    entries = []
+    for i, domain in enumerate(("example.org", "example.org", "example.net", None)):
+        e = copy.deepcopy(base)
+        e["endpoint"] = dict(e["endpoint"], id=f"mx{i}.example.test:25", url=f"smtp://mx{i}.example.test:25", domain=domain)
+        entries.append(e)
+    report["endpoints"] = entries
+    page = html.render(report)
+    rows = re.findall(r'<tr class="domain"><th scope="rowgroup"[^>]*>([^<]+)</th>', page)
+    assert rows == ["mail domain example.net", "mail domain example.org", "hosts given directly"]
+    table = page[page.index('id="fleet"'):page.index('class="endpoint"')]
+    assert table.index("mx2.example.test") < table.index("mx0.example.test") < table.index("mx3.example.test")
