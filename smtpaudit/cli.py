@@ -24,6 +24,8 @@ from smtpaudit.catalog import load_catalog
 from smtpaudit.engine.policy import DEFAULT_POLICY, Policy, apply_policy, find_policy, load_policy
 from smtpaudit.engine.rules import Rule, RuleSetError, Selection, load_rules
 from smtpaudit.engine.severity import SEVERITIES, at_or_above
+from smtpaudit.history import commands as history_commands
+from smtpaudit.history.store import HistoryError
 from smtpaudit.paths import builtin_rules_dir
 from smtpaudit.probes.base import Timeouts
 from smtpaudit.report import model, text
@@ -113,11 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--shard", metavar="I/N", help="scan only shard I of N (deterministic by endpoint: N machines with the same list cover it once)")
     _add_rule_args(scan)
     _add_output_args(scan)
+    scan.add_argument("--history", metavar="DB", help="also record the scan in this history database (SQLite; created if missing)")
 
     rep = sub.add_parser("report", help="re-render saved report(s) in another format (shards are merged); no network",
                          epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     rep.add_argument("reports", nargs="+", metavar="REPORT.json")
     _add_output_args(rep, fail_on_default=None)
+    rep.add_argument("--history", metavar="DB", help="record the (merged) report in this history database; HTML gains a history section")
 
     ev = sub.add_parser("evaluate", help="judge the facts of a saved report with other rules or another policy; no network",
                         epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -128,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     df = sub.add_parser("diff", help="new, fixed and unchanged findings and grade changes between two reports",
                         epilog="exit 1 when a new open finding reaches --fail-on (the nightly alert); 2 on bad input")
     df.add_argument("old", metavar="OLD.json")
-    df.add_argument("new", metavar="NEW.json")
+    df.add_argument("new", metavar="NEW.json", nargs="?")
+    df.add_argument("--history", metavar="DB", help="compare the one report given with the last night before it in this history database")
     df.add_argument("-o", "--output", metavar="FILE", help="write the diff here (default: stdout)")
     df.add_argument("--format", choices=("text", "json", "html"), default="text")
     df.add_argument("--fail-on", choices=SEVERITIES, default="high", help="lowest severity of a new finding that makes the exit code 1 (default: high)")
@@ -144,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="start a built-in, deliberately weak SMTP server on loopback and scan it")
     demo.add_argument("-o", "--output", metavar="FILE", default="reports/demo.json", help="report file (default: %(default)s)")
+
+    history_commands.add_parser(sub)
 
     rules = sub.add_parser("rules", help="list or validate rules")
     rsub = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND")
@@ -217,11 +224,11 @@ def _apply_baseline(report: dict[str, Any], args: argparse.Namespace) -> None:
         sys.stderr.write(f"smtpaudit: warning: {warning}\n")
 
 
-def _write(report: dict[str, Any], args: argparse.Namespace) -> None:
+def _write(report: dict[str, Any], args: argparse.Namespace, history: dict[str, Any] | None = None) -> None:
     from smtpaudit.workflows import renderer
 
     fmt = args.format or ("json" if args.output else "text")
-    content = renderer(fmt, sarif_artifact=getattr(args, "sarif_artifact", None))(report)
+    content = renderer(fmt, sarif_artifact=getattr(args, "sarif_artifact", None), history=history)(report)
     if getattr(args, "output_dir", None):
         _write_output_dir(report, args, fmt)
         if not args.output:
@@ -325,6 +332,7 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
         if not endpoints:
             sys.stderr.write(f"smtpaudit: shard {args.shard} holds no target\n")
     rules, dirs, policy = load_ruleset(args)
+    history = history_commands.prepare(args.history) if args.history else None  # fail before scanning
     catalog = load_catalog()
     skipped_rules: list[dict[str, str]] = []
     if not args.intrusive:
@@ -374,8 +382,9 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
         skipped_rules=skipped_rules,
     )
     _apply_baseline(report, args)
-    _write(report, args)
-    return exit_code_for(report, args.fail_on)
+    view, recorded = history_commands.record(history, report, quiet=args.quiet) if history else (None, True)
+    _write(report, args, view)
+    return exit_code_for(report, args.fail_on) if recorded else EXIT_USAGE
 
 
 def _write_output_dir(report: dict[str, Any], args: argparse.Namespace, fmt: str) -> None:
@@ -409,7 +418,13 @@ def run_report_command(args: argparse.Namespace) -> int:
     report = _load_reports(args.reports)
     _apply_baseline(report, args)
     args.output_dir = None
-    _write(report, args)
+    view, recorded = (None, True)
+    if args.history:
+        view, recorded = history_commands.record(history_commands.prepare(args.history), report,
+                                                 source=", ".join(args.reports), quiet=args.quiet)
+    _write(report, args, view)
+    if not recorded:
+        return EXIT_USAGE
     return exit_code_for(report, args.fail_on) if args.fail_on else EXIT_OK
 
 
@@ -439,7 +454,15 @@ def run_diff_command(args: argparse.Namespace) -> int:
     from smtpaudit import diff as differ
     from smtpaudit.report import html
 
-    result = differ.compare(model.load(args.old), model.load(args.new))
+    if args.history:
+        if args.new:
+            raise UsageError("diff --history DB takes one report: today's (it is compared with the last night in DB)")
+        new = model.load(args.old)
+        result = differ.compare(history_commands.diff_base(args.history, new), new)
+    elif not args.new:
+        raise UsageError("diff: give OLD.json NEW.json, or --history DB NEW.json")
+    else:
+        result = differ.compare(model.load(args.old), model.load(args.new))
     if args.format == "json":
         content = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
     elif args.format == "html":
@@ -557,13 +580,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_diff_command(args)
         if args.command == "baseline":
             return run_baseline_command(args)
+        if args.command == "history":
+            return history_commands.run(args)
         if args.command == "demo":
             from smtpaudit.demo import run_demo
 
             return run_demo(args.output)
         parser.print_help()
         return EXIT_USAGE
-    except (UsageError, TargetError, model.ReportError) as exc:
+    except (UsageError, TargetError, model.ReportError, HistoryError) as exc:
         fatal(str(exc))
     except RuleSetError as exc:
         for err in exc.errors:
