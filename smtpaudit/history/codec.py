@@ -24,7 +24,9 @@ LARGE_FACT = 256  # JSON characters above which a fact value becomes a part of i
 
 
 def canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    # Key order kept (not sorted): the report reads back exactly as written, and the scanner
+    # writes keys in a fixed order, so equal content still has one hash.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def digest(data: bytes) -> str:
@@ -57,12 +59,13 @@ class Parts:
 def split_report(report: dict[str, Any], parts: Parts) -> str:
     """The skeleton part's hash; the endpoints are split separately by ``split_entry``."""
     skeleton = {k: v for k, v in report.items() if k != "endpoints"}
-    rules_ref = None
+    rules_ref, ruleset_keys = None, None
     ruleset = skeleton.get("ruleset")
     if isinstance(ruleset, dict) and "rules" in ruleset:
         rules_ref = parts.put(ruleset["rules"])
+        ruleset_keys = list(ruleset)
         skeleton["ruleset"] = {k: v for k, v in ruleset.items() if k != "rules"}
-    return parts.put({"report": skeleton, "rules": rules_ref, "keys": list(report)})
+    return parts.put({"report": skeleton, "rules": rules_ref, "keys": list(report), "ruleset_keys": ruleset_keys})
 
 
 def split_entry(entry: dict[str, Any], parts: Parts) -> str:
@@ -75,7 +78,7 @@ def split_entry(entry: dict[str, Any], parts: Parts) -> str:
                 large[name] = parts.put(value)
             else:
                 small[name] = value
-        stored["$facts"] = parts.put({"small": small, "large": large})
+        stored["$facts"] = parts.put({"small": small, "large": large, "order": list(entry.get("facts") or {})})
     if "transcripts" in entry:
         tr = {}
         for probe, lines in (entry.get("transcripts") or {}).items():
@@ -93,7 +96,7 @@ def join_entry(stored: dict[str, Any], load: Callable[[str], Any]) -> dict[str, 
         facts = dict(fs["small"])
         for name, ref in fs["large"].items():
             facts[name] = load(ref)
-        entry["facts"] = facts
+        entry["facts"] = {k: facts[k] for k in fs.get("order") or list(facts) if k in facts}
     if "$transcripts" in stored:
         tr = {}
         for probe, part in stored["$transcripts"].items():
@@ -110,7 +113,9 @@ def join_entry(stored: dict[str, Any], load: Callable[[str], Any]) -> dict[str, 
 def join_report(skeleton: dict[str, Any], entries: list[dict[str, Any]], load: Callable[[str], Any]) -> dict[str, Any]:
     report = dict(skeleton["report"])
     if skeleton.get("rules") is not None:
-        report["ruleset"] = {**report["ruleset"], "rules": load(skeleton["rules"])}
+        ruleset = {**report["ruleset"], "rules": load(skeleton["rules"])}
+        order = skeleton.get("ruleset_keys") or list(ruleset)
+        report["ruleset"] = {k: ruleset[k] for k in order if k in ruleset}
     report["endpoints"] = entries
     order = skeleton.get("keys") or list(report)
     return {k: report[k] for k in order if k in report}
