@@ -1,15 +1,20 @@
 """Split a report into content-addressed, compressed parts, and join them back exactly.
 
 Thirty nights of an unchanged fleet differ in little but timings and a few random probe strings,
-so a report is stored as parts keyed by the sha256 of their canonical JSON (stored once, however
-many nights share them):
+so a report is stored as parts keyed by the sha256 of their JSON (stored once, however many
+nights share them):
 
 * the report skeleton (everything but the endpoints), with ``ruleset.rules`` as its own part;
-* per endpoint: the facts, small values inline and large ones (certificate chains, long replies)
-  as parts of their own; each probe's transcript lines without their timestamps (the timestamps
-  stay in the entry); and the entry itself with those references.
+* per endpoint: the facts, grouped by probe family (a night where only the enumeration probe's
+  random names changed stores only that group) with large values (certificate chains) apart;
+  each probe's transcript lines without their timestamps; the findings; the rule verdict lists;
+  and the entry itself with those references and the timings.
 
-``join_*`` rebuilds the identical JSON, so nothing of the full report is lost.
+A part that changed is compressed with the same endpoint's previous version of that part as a
+zlib preset dictionary (``base``), so a transcript that differs by one random name costs tens of
+bytes, not kilobytes. Bases are always stored plainly: reading a part needs at most one other.
+
+``join_*`` rebuilds the identical JSON (same keys, same order), so nothing of a report is lost.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from typing import Any, Callable
 
 CODEC = "zlib"
 LARGE_FACT = 256  # JSON characters above which a fact value becomes a part of its own
+ZDICT_MAX = 32 * 1024  # zlib's window: only the last 32 KiB of a dictionary can be referenced
+VERDICTS = ("passed", "not_applicable", "not_evaluated")
 
 
 def canonical(value: Any) -> bytes:
@@ -33,14 +40,20 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
 
-def compress(data: bytes) -> bytes:
-    return zlib.compress(data, 9)
+def compress(data: bytes, base: bytes | None = None) -> bytes:
+    if base is None:
+        return zlib.compress(data, 9)
+    c = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, zdict=base[-ZDICT_MAX:])
+    return c.compress(data) + c.flush()
 
 
-def decompress(codec: str, data: bytes) -> Any:
+def decompress(codec: str, data: bytes, base: bytes | None = None) -> bytes:
     if codec != CODEC:
-        raise ValueError(f"unknown blob codec {codec!r}")
-    return json.loads(zlib.decompress(data))
+        raise ValueError(f"unknown part codec {codec!r}")
+    if base is None:
+        return zlib.decompress(data)
+    d = zlib.decompressobj(15, zdict=base[-ZDICT_MAX:])
+    return d.decompress(data) + d.flush()
 
 
 class Parts:
@@ -56,6 +69,11 @@ class Parts:
         return h
 
 
+def fact_group(name: str) -> str:
+    """Facts of one probe family travel together (``smtp.enumeration.*``, ``tls.cert.*``)."""
+    return ".".join(name.split(".")[:2])
+
+
 def split_report(report: dict[str, Any], parts: Parts) -> str:
     """The skeleton part's hash; the endpoints are split separately by ``split_entry``."""
     skeleton = {k: v for k, v in report.items() if k != "endpoints"}
@@ -68,43 +86,77 @@ def split_report(report: dict[str, Any], parts: Parts) -> str:
     return parts.put({"report": skeleton, "rules": rules_ref, "keys": list(report), "ruleset_keys": ruleset_keys})
 
 
-def split_entry(entry: dict[str, Any], parts: Parts) -> str:
-    stored = {k: v for k, v in entry.items() if k not in ("facts", "transcripts")}
+def split_entry(entry: dict[str, Any], parts: Parts) -> tuple[str, dict[str, str]]:
+    """The entry part's hash, and its parts by kind (for choosing delta bases next night)."""
+    kinds: dict[str, str] = {}
+    stored = {k: v for k, v in entry.items() if k not in ("facts", "transcripts", "findings", *VERDICTS)}
     stored["$keys"] = list(entry)  # the original key order, so the joined JSON reads the same
     if "facts" in entry:
-        small, large = {}, {}
+        groups: dict[str, dict[str, Any]] = {}
+        large: dict[str, str] = {}
         for name, value in (entry.get("facts") or {}).items():
             if len(canonical(value)) > LARGE_FACT:
-                large[name] = parts.put(value)
+                large[name] = kinds[f"fact:{name}"] = parts.put(value)
             else:
-                small[name] = value
-        stored["$facts"] = parts.put({"small": small, "large": large, "order": list(entry.get("facts") or {})})
+                groups.setdefault(fact_group(name), {})[name] = value
+        group_refs = {g: parts.put(v) for g, v in groups.items()}
+        kinds.update({f"facts:{g}": h for g, h in group_refs.items()})
+        order = kinds["facts:order"] = parts.put(list(entry.get("facts") or {}))
+        stored["$facts"] = kinds["factset"] = parts.put({"groups": group_refs, "large": large, "order": order})
+    if "findings" in entry:
+        stored["$findings"] = kinds["findings"] = parts.put(entry["findings"])
+    verdicts = {k: entry[k] for k in VERDICTS if k in entry}
+    if verdicts:
+        stored["$verdicts"] = kinds["verdicts"] = parts.put(verdicts)
     if "transcripts" in entry:
         tr = {}
         for probe, lines in (entry.get("transcripts") or {}).items():
             times = [ln.get("t") if isinstance(ln, dict) else None for ln in lines]
             bare = [{k: v for k, v in ln.items() if k != "t"} if isinstance(ln, dict) else ln for ln in lines]
-            tr[probe] = {"lines": parts.put(bare), "t": times, "has_t": [isinstance(ln, dict) and "t" in ln for ln in lines]}
+            ref = kinds[f"lines:{probe}"] = parts.put(bare)
+            tr[probe] = {"lines": ref, "t": times, "has_t": [isinstance(ln, dict) and "t" in ln for ln in lines]}
         stored["$transcripts"] = tr
-    return parts.put(stored)
+    h = kinds["entry"] = parts.put(stored)
+    return h, kinds
+
+
+def kinds_of(entry_hash: str, load: Callable[[str], Any]) -> dict[str, str]:
+    """The parts of a stored entry by kind (the same map ``split_entry`` returns)."""
+    stored = load(entry_hash)
+    kinds = {"entry": entry_hash}
+    if "$facts" in stored:
+        fs = load(stored["$facts"])
+        kinds["factset"] = stored["$facts"]
+        kinds["facts:order"] = fs["order"]
+        kinds.update({f"facts:{g}": h for g, h in fs["groups"].items()})
+        kinds.update({f"fact:{n}": h for n, h in fs["large"].items()})
+    for key, kind in (("$findings", "findings"), ("$verdicts", "verdicts")):
+        if key in stored:
+            kinds[kind] = stored[key]
+    for probe, part in (stored.get("$transcripts") or {}).items():
+        kinds[f"lines:{probe}"] = part["lines"]
+    return kinds
 
 
 def join_entry(stored: dict[str, Any], load: Callable[[str], Any]) -> dict[str, Any]:
-    entry = {k: v for k, v in stored.items() if k not in ("$facts", "$transcripts", "$keys")}
+    entry = {k: v for k, v in stored.items() if not k.startswith("$")}
     if "$facts" in stored:
         fs = load(stored["$facts"])
-        facts = dict(fs["small"])
+        facts: dict[str, Any] = {}
+        for ref in fs["groups"].values():
+            facts.update(load(ref))
         for name, ref in fs["large"].items():
             facts[name] = load(ref)
-        entry["facts"] = {k: facts[k] for k in fs.get("order") or list(facts) if k in facts}
+        entry["facts"] = {k: facts[k] for k in load(fs["order"]) if k in facts}
+    if "$findings" in stored:
+        entry["findings"] = load(stored["$findings"])
+    if "$verdicts" in stored:
+        entry.update(load(stored["$verdicts"]))
     if "$transcripts" in stored:
         tr = {}
         for probe, part in stored["$transcripts"].items():
             lines = load(part["lines"])
-            out = []
-            for ln, t, has_t in zip(lines, part["t"], part["has_t"]):
-                out.append({"t": t, **ln} if has_t else ln)
-            tr[probe] = out
+            tr[probe] = [{"t": t, **ln} if has_t else ln for ln, t, has_t in zip(lines, part["t"], part["has_t"])]
         entry["transcripts"] = tr
     order = stored.get("$keys") or list(entry)
     return {k: entry[k] for k in order if k in entry}
@@ -119,14 +171,3 @@ def join_report(skeleton: dict[str, Any], entries: list[dict[str, Any]], load: C
     report["endpoints"] = entries
     order = skeleton.get("keys") or list(report)
     return {k: report[k] for k in order if k in report}
-
-
-def references(stored_entry: dict[str, Any], load: Callable[[str], Any]) -> set[str]:
-    """Every part an entry part refers to (for garbage collection after a prune)."""
-    refs: set[str] = set()
-    if "$facts" in stored_entry:
-        refs.add(stored_entry["$facts"])
-        refs.update(load(stored_entry["$facts"])["large"].values())
-    for part in (stored_entry.get("$transcripts") or {}).values():
-        refs.add(part["lines"])
-    return refs

@@ -13,11 +13,12 @@ from __future__ import annotations
 APPLICATION_ID = 0x534D5441
 
 MIGRATIONS: tuple[str, ...] = (
-    # 1: content-addressed blobs, scans, endpoints, per-endpoint observations, findings per observation.
+    # 1: content-addressed blobs, scans, endpoints, per-endpoint observations, findings per observation (keys interned).
     """
     CREATE TABLE blob (
         hash  TEXT PRIMARY KEY,          -- sha256 (hex, 32 chars) of the uncompressed canonical JSON
         codec TEXT NOT NULL,             -- 'zlib'
+        base  TEXT,                      -- part whose JSON is the zlib preset dictionary (a plain part)
         size  INTEGER NOT NULL,          -- uncompressed bytes
         data  BLOB NOT NULL
     ) WITHOUT ROWID;
@@ -58,17 +59,21 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX observation_endpoint ON observation(endpoint_id, started);
     CREATE INDEX observation_scan ON observation(scan_id);
-    CREATE TABLE finding (
+    CREATE TABLE finding_key (           -- one row per finding ever seen (fingerprint = rule + endpoint)
+        id          INTEGER PRIMARY KEY,
+        fingerprint TEXT NOT NULL UNIQUE,
+        endpoint_id TEXT NOT NULL,
+        rule_id     TEXT NOT NULL,
+        title       TEXT,                -- as last recorded
+        message     TEXT
+    );
+    CREATE TABLE finding (               -- a finding reported by one observation (small rows: one per night)
         observation_id INTEGER NOT NULL REFERENCES observation(id) ON DELETE CASCADE,
-        fingerprint    TEXT NOT NULL,
-        rule_id        TEXT NOT NULL,
+        key            INTEGER NOT NULL REFERENCES finding_key(id),
         severity       TEXT NOT NULL,
         suppressed     INTEGER NOT NULL,
-        title          TEXT,
-        message        TEXT,
-        PRIMARY KEY (observation_id, fingerprint)
+        PRIMARY KEY (observation_id, key)
     ) WITHOUT ROWID;
-    CREATE INDEX finding_fingerprint ON finding(fingerprint);
     """,
 )
 

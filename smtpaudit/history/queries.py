@@ -117,8 +117,8 @@ def load(store: HistoryStore, *, endpoint: str | None = None) -> History:
             if r[11] not in judged:
                 judged[r[11]] = frozenset(store.blob(r[11]))
             obs[r[0]] = Obs(*r[:11], judged=judged[r[11]])
-        fq = ("SELECT f.observation_id, f.fingerprint, f.rule_id, f.severity, f.suppressed, f.title, f.message FROM finding f"
-              + (" JOIN observation o ON o.id = f.observation_id WHERE o.endpoint_id = ?" if endpoint else ""))
+        fq = ("SELECT f.observation_id, k.fingerprint, k.rule_id, f.severity, f.suppressed, k.title, k.message "
+              "FROM finding f JOIN finding_key k ON k.id = f.key" + (" WHERE k.endpoint_id = ?" if endpoint else ""))
         for oid, fp, rule, sev, sup, title, msg in c.execute(fq, args):
             if oid in obs:
                 obs[oid].findings[fp] = Finding(fp, rule, sev, bool(sup), title, msg)

@@ -14,6 +14,7 @@ Every failure a user can cause is a ``HistoryError`` with one line naming the fi
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 from contextlib import contextmanager
@@ -75,6 +76,7 @@ class HistoryStore:
         self.writable = writable
         self.timeout = timeout
         self._blob_cache: dict[str, Any] = {}
+        self._raw_cache: dict[str, bytes] = {}
 
     # ------------------------------------------------------------------ errors
     @contextmanager
@@ -121,21 +123,66 @@ class HistoryStore:
                 pass
 
     # ------------------------------------------------------------------ blobs
-    def blob(self, h: str) -> Any:
-        if h not in self._blob_cache:
-            row = self.conn.execute("SELECT codec, data FROM blob WHERE hash = ?", (h,)).fetchone()
+    def raw(self, h: str) -> bytes:
+        """A part's JSON bytes (decompressed with its base when it has one)."""
+        if h not in self._raw_cache:
+            row = self.conn.execute("SELECT codec, base, data FROM blob WHERE hash = ?", (h,)).fetchone()
             if row is None:
                 raise KeyError(f"missing part {h}")
-            self._blob_cache[h] = codec.decompress(row[0], row[1])
+            base = self.raw(row[1]) if row[1] else None
+            data = codec.decompress(row[0], row[2], base)
+            if codec.digest(data) != h:
+                raise ValueError(f"part {h} does not match its hash")
+            if len(self._raw_cache) > 4096:
+                self._raw_cache.clear()
+            self._raw_cache[h] = data
+        return self._raw_cache[h]
+
+    def blob(self, h: str) -> Any:
+        if h not in self._blob_cache:
+            if len(self._blob_cache) > 4096:
+                self._blob_cache.clear()
+            self._blob_cache[h] = json.loads(self.raw(h))
         return self._blob_cache[h]
 
-    def _existing(self, hashes: list[str]) -> set[str]:
-        found: set[str] = set()
+    def _bases(self, hashes: list[str]) -> dict[str, str | None]:
+        """hash -> its base (None for a plain part), for the hashes the database holds."""
+        found: dict[str, str | None] = {}
         for i in range(0, len(hashes), 500):
             chunk = hashes[i:i + 500]
-            q = f"SELECT hash FROM blob WHERE hash IN ({','.join('?' * len(chunk))})"
-            found.update(r[0] for r in self.conn.execute(q, chunk))
+            q = f"SELECT hash, base FROM blob WHERE hash IN ({','.join('?' * len(chunk))})"
+            found.update((r[0], r[1]) for r in self.conn.execute(q, chunk))
         return found
+
+    def _previous_kinds(self, endpoint_ids: list[str]) -> dict[str, dict[str, str]]:
+        """The parts (by kind) of each endpoint's latest recorded observation: next night's delta bases."""
+        out: dict[str, dict[str, str]] = {}
+        for i in range(0, len(endpoint_ids), 500):
+            chunk = endpoint_ids[i:i + 500]
+            q = (f"SELECT endpoint_id, entry FROM observation WHERE id IN (SELECT max(id) FROM observation "
+                 f"WHERE endpoint_id IN ({','.join('?' * len(chunk))}) GROUP BY endpoint_id)")
+            for eid, entry in self.conn.execute(q, chunk).fetchall():
+                out[eid] = codec.kinds_of(entry, self.blob)
+        return out
+
+    def _pack(self, parts: codec.Parts, candidates: dict[str, str]) -> dict[str, tuple[str | None, bytes]]:
+        """Compress the parts the database does not hold: against a base when that is smaller.
+        ``candidates`` maps a new part to the previous version of the same kind."""
+        known = self._bases(list(parts.blobs) + list(set(candidates.values())))
+        packed: dict[str, tuple[str | None, bytes]] = {}
+        for h, data in parts.blobs.items():
+            if h in known:
+                continue
+            plain = codec.compress(data)
+            best: tuple[str | None, bytes] = (None, plain)
+            prev = candidates.get(h)
+            if prev is not None and prev in known:
+                base = known[prev] or prev  # bases are plain parts: reading needs at most one more
+                delta = codec.compress(data, self.raw(base))
+                if len(delta) < len(plain):
+                    best = (base, delta)
+            packed[h] = best
+        return packed
 
     # ------------------------------------------------------------------ record
     def record(self, report: dict[str, Any], *, source: str | None = None) -> Recorded:
@@ -156,6 +203,7 @@ class HistoryStore:
         rules = ruleset.get("rules")
         rows = []
         endpoints = []
+        entry_kinds: dict[str, dict[str, str]] = {}
         for pos, entry in enumerate(report.get("endpoints") or []):
             ep = entry["endpoint"]
             eid = str(ep["id"])
@@ -166,24 +214,33 @@ class HistoryStore:
                 fp = f.get("fingerprint") or hashlib.sha256(f"{f['rule_id']}|{eid}".encode()).hexdigest()[:32]
                 findings.append((fp, f["rule_id"], f["severity"], 1 if f.get("suppressed") else 0, f.get("title"), f.get("message")))
             endpoints.append((eid, ep.get("url") or eid, ep.get("host"), ep.get("port"), ep.get("mode"), ep.get("role")))
+            entry_hash, entry_kinds[eid] = codec.split_entry(entry, parts)
             rows.append({
                 "position": pos, "endpoint_id": eid, "status": shape.status(entry), "grade": grade, "score": score,
                 "software": shape.software(facts), "cert_sha256": facts.get("tls.cert.sha256"),
                 "cert_not_after": facts.get("tls.cert.not_after"),
                 "judged": parts.put(shape.judged_rules(entry, rules)),
-                "entry": codec.split_entry(entry, parts),
+                "entry": entry_hash,
                 "findings": findings,
             })
-        # Compress outside the write lock what the database does not hold yet; re-checked inside.
-        known = self._existing(list(parts.blobs))
-        packed = {h: codec.compress(d) for h, d in parts.blobs.items() if h not in known}
+        # Compress outside the write lock (CPU work); what another writer or a prune changed
+        # meanwhile is re-checked under the lock.
+        previous = self._previous_kinds(list(entry_kinds))
+        candidates = {h: previous[eid][kind] for eid, kinds in entry_kinds.items() if eid in previous
+                      for kind, h in kinds.items() if kind in previous[eid] and previous[eid][kind] != h}
+        packed = self._pack(parts, candidates)
         with self.transaction() as c:
             row = c.execute("SELECT id FROM scan WHERE report_hash = ?", (report_hash,)).fetchone()
             if row is not None:
                 return Recorded(row[0], False, night, len(rows), sum(len(r["findings"]) for r in rows))
-            missing = set(parts.blobs) - self._existing(list(parts.blobs))
-            c.executemany("INSERT OR IGNORE INTO blob (hash, codec, size, data) VALUES (?, ?, ?, ?)",
-                          [(h, codec.CODEC, len(parts.blobs[h]), packed.get(h) or codec.compress(parts.blobs[h])) for h in sorted(missing)])
+            held = self._bases(list(parts.blobs) + [b for b, _ in packed.values() if b])
+            inserts = []
+            for h in sorted(set(parts.blobs) - set(held)):
+                base, data = packed.get(h, (None, b""))
+                if h not in packed or (base is not None and base not in held):
+                    base, data = None, codec.compress(parts.blobs[h])  # its base was pruned meanwhile
+                inserts.append((h, codec.CODEC, base, len(parts.blobs[h]), data))
+            c.executemany("INSERT OR IGNORE INTO blob (hash, codec, base, size, data) VALUES (?, ?, ?, ?, ?)", inserts)
             c.executemany("INSERT INTO endpoint (id, url, host, port, mode, role) VALUES (?, ?, ?, ?, ?, ?) "
                           "ON CONFLICT(id) DO UPDATE SET url = excluded.url, host = excluded.host, port = excluded.port, "
                           "mode = excluded.mode, role = excluded.role", endpoints)
@@ -202,8 +259,13 @@ class HistoryStore:
                     (scan_id, r["position"], r["endpoint_id"], started, night, r["status"], r["grade"], r["score"], r["software"],
                      r["cert_sha256"], r["cert_not_after"], r["judged"], r["entry"]))
                 oid = cur.lastrowid
-                c.executemany("INSERT OR IGNORE INTO finding (observation_id, fingerprint, rule_id, severity, suppressed, title, message) "
-                              "VALUES (?, ?, ?, ?, ?, ?, ?)", [(oid, *f) for f in r["findings"]])
+                values = []
+                for fp, rule_id, severity, suppressed, title, message in r["findings"]:
+                    key = c.execute("INSERT INTO finding_key (fingerprint, endpoint_id, rule_id, title, message) VALUES (?, ?, ?, ?, ?) "
+                                    "ON CONFLICT(fingerprint) DO UPDATE SET title = excluded.title, message = excluded.message "
+                                    "RETURNING id", (fp, r["endpoint_id"], rule_id, title, message)).fetchone()[0]
+                    values.append((oid, key, severity, suppressed))
+                c.executemany("INSERT OR IGNORE INTO finding (observation_id, key, severity, suppressed) VALUES (?, ?, ?, ?)", values)
                 n_findings += len(r["findings"])
         return Recorded(scan_id, True, night, len(rows), n_findings)
 
@@ -265,18 +327,22 @@ class HistoryStore:
                     c.execute(f"DELETE FROM observation WHERE scan_id IN ({marks})", chunk)
                     c.execute(f"DELETE FROM scan WHERE id IN ({marks})", chunk)
                 c.execute("DELETE FROM endpoint WHERE id NOT IN (SELECT DISTINCT endpoint_id FROM observation)")
+                c.execute("DELETE FROM finding_key WHERE id NOT IN (SELECT DISTINCT key FROM finding)")
                 live: set[str] = set()
                 for (h,) in c.execute("SELECT skeleton FROM scan"):
                     live.add(h)
                     rules = self.blob(h).get("rules")
                     if rules:
                         live.add(rules)
-                for (j, e) in c.execute("SELECT DISTINCT judged, entry FROM observation"):
-                    live.update((j, e))
-                    live.update(codec.references(self.blob(e), self.blob))
+                for (j, e) in c.execute("SELECT DISTINCT judged, entry FROM observation").fetchall():
+                    live.add(j)
+                    live.update(codec.kinds_of(e, self.blob).values())
+                # the base (preset dictionary) of a live part stays too
+                live.update(b for (h, b) in c.execute("SELECT hash, base FROM blob WHERE base IS NOT NULL") if h in live)
                 dead = [h for (h,) in c.execute("SELECT hash FROM blob") if h not in live]
                 c.executemany("DELETE FROM blob WHERE hash = ?", [(h,) for h in dead])
             self._blob_cache.clear()
+            self._raw_cache.clear()
             try:
                 self.conn.execute("VACUUM")  # give the space back; harmless to skip when busy
                 self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
