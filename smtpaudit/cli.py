@@ -382,7 +382,8 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
         skipped_rules=skipped_rules,
     )
     _apply_baseline(report, args)
-    view, recorded = history_commands.record(history, report, quiet=args.quiet) if history else (None, True)
+    view, recorded = (history_commands.record(history, report, quiet=args.quiet, view=args.format == "html")
+                      if history else (None, True))
     _write(report, args, view)
     return exit_code_for(report, args.fail_on) if recorded else EXIT_USAGE
 
@@ -421,7 +422,7 @@ def run_report_command(args: argparse.Namespace) -> int:
     view, recorded = (None, True)
     if args.history:
         view, recorded = history_commands.record(history_commands.prepare(args.history), report,
-                                                 source=", ".join(args.reports), quiet=args.quiet)
+                                                 source=", ".join(args.reports), quiet=args.quiet, view=args.format == "html")
     _write(report, args, view)
     if not recorded:
         return EXIT_USAGE

@@ -102,12 +102,14 @@ def prepare(path: str) -> HistoryStore:
     return store
 
 
-def record(store: HistoryStore, report: dict[str, Any], *, source: str | None = None, quiet: bool = False) -> tuple[dict[str, Any] | None, bool]:
-    """Record the report and build the HTML history view. Returns (view, ok): a failure is
-    printed, and the caller still writes the report (a scan is never lost to the history)."""
+def record(store: HistoryStore, report: dict[str, Any], *, source: str | None = None, quiet: bool = False,
+           view: bool = False) -> tuple[dict[str, Any] | None, bool]:
+    """Record the report and (for HTML output) build the history section's view. Returns
+    (view, ok): a failure is printed, and the caller still writes the report (a scan is never
+    lost to the history)."""
     try:
         result: Recorded = store.record(report, source=source)
-        view = html_section(store, report)
+        section = html_section(store, report) if view else None
     except HistoryError as exc:
         sys.stderr.write(f"smtpaudit: error: {exc}; the report itself is still written\n")
         store.close()
@@ -116,7 +118,7 @@ def record(store: HistoryStore, report: dict[str, Any], *, source: str | None = 
     if not quiet:
         what = "recorded" if result.created else "already recorded"
         sys.stderr.write(f"history: {what} scan {result.scan_id} (night {result.night}, {result.endpoints} endpoint(s)) in {store.path}\n")
-    return view, True
+    return section, True
 
 
 def previous_report(store: HistoryStore, report: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
@@ -137,6 +139,12 @@ def html_section(store: HistoryStore, report: dict[str, Any]) -> dict[str, Any]:
 
 def diff_base(path: str, report: dict[str, Any]) -> dict[str, Any]:
     """``diff --history DB today.json``: the last night before today's, from the database."""
+    from smtpaudit.history.shape import night as night_of
+
+    try:
+        night_of(str(report.get("started")))
+    except ValueError:
+        raise HistoryError(f"report has no valid 'started' time ({report.get('started')!r}): cannot find the night before it") from None
     with open_store(path, write=False) as store:
         night, previous = previous_report(store, report)
     if previous is None:

@@ -195,41 +195,28 @@ class HistoryStore:
             started = shape.iso(shape.parse_time(report["started"]))
         except (KeyError, ValueError, TypeError):
             raise HistoryError(f"report has no valid 'started' time ({report.get('started')!r}): cannot place it in the history") from None
-        night = shape.night(started)
-        report_hash = codec.digest(codec.canonical(report))
         parts = codec.Parts()
         skeleton = codec.split_report(report, parts)
         ruleset = report.get("ruleset") if isinstance(report.get("ruleset"), dict) else {}
-        rules = ruleset.get("rules")
-        rows = []
-        endpoints = []
-        entry_kinds: dict[str, dict[str, str]] = {}
+        rows, endpoints, entry_kinds = [], [], {}
         for pos, entry in enumerate(report.get("endpoints") or []):
-            ep = entry["endpoint"]
-            eid = str(ep["id"])
-            facts = entry.get("facts") or {}
-            grade, score = shape.grade_and_score(entry)
-            findings = []
-            for f in entry.get("findings") or []:
-                fp = f.get("fingerprint") or hashlib.sha256(f"{f['rule_id']}|{eid}".encode()).hexdigest()[:32]
-                findings.append((fp, f["rule_id"], f["severity"], 1 if f.get("suppressed") else 0, f.get("title"), f.get("message")))
-            endpoints.append((eid, ep.get("url") or eid, ep.get("host"), ep.get("port"), ep.get("mode"), ep.get("role")))
-            entry_hash, entry_kinds[eid] = codec.split_entry(entry, parts)
-            rows.append({
-                "position": pos, "endpoint_id": eid, "status": shape.status(entry), "grade": grade, "score": score,
-                "software": shape.software(facts), "cert_sha256": facts.get("tls.cert.sha256"),
-                "cert_not_after": facts.get("tls.cert.not_after"),
-                "judged": parts.put(shape.judged_rules(entry, rules)),
-                "entry": entry_hash,
-                "findings": findings,
-            })
+            try:
+                row, ep_row, kinds = self._observation(pos, entry, parts, ruleset.get("rules"))
+            except (KeyError, TypeError, AttributeError) as exc:
+                raise HistoryError(f"report endpoint #{pos + 1} lacks what history needs ({type(exc).__name__}: {exc}); "
+                                   "nothing was recorded") from None
+            rows.append(row)
+            endpoints.append(ep_row)
+            entry_kinds[row["endpoint_id"]] = kinds
         # Compress outside the write lock (CPU work); what another writer or a prune changed
         # meanwhile is re-checked under the lock.
         previous = self._previous_kinds(list(entry_kinds))
         candidates = {h: previous[eid][kind] for eid, kinds in entry_kinds.items() if eid in previous
                       for kind, h in kinds.items() if kind in previous[eid] and previous[eid][kind] != h}
         packed = self._pack(parts, candidates)
+        night = shape.night(started)
         with self.transaction() as c:
+            report_hash = codec.digest(codec.canonical(report))
             row = c.execute("SELECT id FROM scan WHERE report_hash = ?", (report_hash,)).fetchone()
             if row is not None:
                 return Recorded(row[0], False, night, len(rows), sum(len(r["findings"]) for r in rows))
@@ -268,6 +255,29 @@ class HistoryStore:
                 c.executemany("INSERT OR IGNORE INTO finding (observation_id, key, severity, suppressed) VALUES (?, ?, ?, ?)", values)
                 n_findings += len(r["findings"])
         return Recorded(scan_id, True, night, len(rows), n_findings)
+
+    @staticmethod
+    def _observation(pos: int, entry: dict[str, Any], parts: codec.Parts, rules: Any) -> tuple[dict[str, Any], tuple, dict[str, str]]:
+        """One endpoint entry as an observation row, its endpoint row and its parts by kind."""
+        ep = entry["endpoint"]
+        eid = str(ep["id"])
+        facts = entry.get("facts") or {}
+        grade, score = shape.grade_and_score(entry)
+        findings = []
+        for f in entry.get("findings") or []:
+            fp = f.get("fingerprint") or hashlib.sha256(f"{f['rule_id']}|{eid}".encode()).hexdigest()[:32]
+            findings.append((fp, str(f["rule_id"]), str(f["severity"]), 1 if f.get("suppressed") else 0, f.get("title"), f.get("message")))
+        entry_hash, kinds = codec.split_entry(entry, parts)
+        row = {
+            "position": pos, "endpoint_id": eid, "status": shape.status(entry), "grade": grade, "score": score,
+            "software": shape.software(facts), "cert_sha256": facts.get("tls.cert.sha256"),
+            "cert_not_after": facts.get("tls.cert.not_after"),
+            "judged": parts.put(shape.judged_rules(entry, rules)),
+            "entry": entry_hash,
+            "findings": findings,
+        }
+        ep_row = (eid, ep.get("url") or eid, ep.get("host"), ep.get("port"), ep.get("mode"), ep.get("role"))
+        return row, ep_row, kinds
 
     # ------------------------------------------------------------------ reports back
     def scan_report(self, scan_id: int) -> dict[str, Any]:

@@ -180,3 +180,17 @@ def test_old_and_new_report_contracts_agree(tmp_path, small_report):
         assert a[key] == b[key], key
     assert a["status"] == {"complete": 1, "incomplete": 0, "unreachable": 1}
     assert lcs["fixed"] == 0 and all(f["nights_open"] == 2 for f in lcs["findings"])
+
+
+def test_report_missing_what_history_needs(tmp_path, small_report):
+    report = json.loads(small_report.read_text())
+    del report["endpoints"][0]["endpoint"]
+    db = tmp_path / "h.db"
+    with open_store(db, write=True) as store:
+        with pytest.raises(HistoryError, match="report endpoint #1 lacks"):
+            store.record(report)
+        report["started"] = "yesterday"
+        with pytest.raises(HistoryError, match="no valid 'started' time"):
+            store.record(report)
+        assert store.conn.execute("SELECT count(*) FROM scan").fetchone()[0] == 0
+        assert store.conn.execute("SELECT count(*) FROM blob").fetchone()[0] == 0
