@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -90,7 +91,7 @@ class HistoryStore:
             raise _translate(self.path, exc, doing, self.timeout) from None
         except sqlite3.DatabaseError as exc:
             raise HistoryError(f"{self.path}: history database is corrupt ({exc}) while {doing}") from None
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, zlib.error) as exc:
             # A part that does not decode is damage too, never a traceback.
             raise HistoryError(f"{self.path}: history database is damaged ({type(exc).__name__}: {exc}) while {doing}") from None
 

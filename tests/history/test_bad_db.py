@@ -194,3 +194,29 @@ def test_report_missing_what_history_needs(tmp_path, small_report):
             store.record(report)
         assert store.conn.execute("SELECT count(*) FROM scan").fetchone()[0] == 0
         assert store.conn.execute("SELECT count(*) FROM blob").fetchone()[0] == 0
+
+
+def test_tampered_parts_are_refused(tmp_path, small_report, good_db, capsys):
+    """A part whose content no longer matches its hash (disk damage, manual edits) is an error
+    with exit 2, never wrong data or a traceback."""
+    import zlib
+
+    later = json.loads(small_report.read_text())
+    later["started"] = "2099-01-02T02:00:00Z"
+    later_path = tmp_path / "later.json"
+    later_path.write_text(json.dumps(later))
+    conn = sqlite3.connect(good_db)
+    entry, judged = conn.execute("SELECT entry, judged FROM observation ORDER BY position LIMIT 1").fetchone()
+    conn.execute("UPDATE blob SET data = ?, base = NULL WHERE hash = ?", (zlib.compress(b'{"forged": true}'), entry))
+    conn.commit()
+    with pytest.raises(SystemExit) as exc:
+        main(["diff", "--history", str(good_db), str(later_path)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "damaged" in err and "does not match its hash" in err, err
+    conn.execute("UPDATE blob SET data = ? WHERE hash = ?", (b"not zlib at all", judged))
+    conn.commit()
+    conn.close()
+    with pytest.raises(SystemExit) as exc:
+        main(["history", str(good_db), "trend"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and str(good_db) in err and "Traceback" not in err, err
