@@ -68,11 +68,36 @@ def _statements(script: str) -> Iterator[str]:
         yield buf
 
 
+class SqliteBackend:
+    """What differs between SQLite and PostgreSQL (``pg.PgBackend``): write locking, space
+    reclaim and error translation. SQL is written once, in SQLite's dialect."""
+
+    name = "sqlite"
+
+    def begin_write(self, conn: Any) -> None:
+        conn.execute("BEGIN IMMEDIATE")  # takes the write lock now: writers queue, never deadlock
+
+    def compact(self, conn: Any) -> None:
+        try:
+            conn.execute("VACUUM")  # give the space back; harmless to skip when busy
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError:
+            pass
+
+    def translate(self, label: str, exc: BaseException, doing: str, timeout: float) -> HistoryError | None:
+        if isinstance(exc, sqlite3.OperationalError):
+            return _translate(label, exc, doing, timeout)
+        if isinstance(exc, sqlite3.DatabaseError):
+            return HistoryError(f"{label}: history database is corrupt ({exc}) while {doing}")
+        return None
+
+
 class HistoryStore:
     """One open history database."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, *, writable: bool, timeout: float) -> None:
-        self.path = path
+    def __init__(self, path: Path | str, conn: Any, *, writable: bool, timeout: float, backend: Any = None) -> None:
+        self.path = path  # a file, or a PostgreSQL URL without its password: shown in messages
+        self.backend = backend or SqliteBackend()
         self.conn = conn
         self.writable = writable
         self.timeout = timeout
@@ -87,13 +112,14 @@ class HistoryStore:
             yield
         except HistoryError:
             raise
-        except sqlite3.OperationalError as exc:
-            raise _translate(self.path, exc, doing, self.timeout) from None
-        except sqlite3.DatabaseError as exc:
-            raise HistoryError(f"{self.path}: history database is corrupt ({exc}) while {doing}") from None
         except (KeyError, TypeError, ValueError, zlib.error) as exc:
             # A part that does not decode is damage too, never a traceback.
             raise HistoryError(f"{self.path}: history database is damaged ({type(exc).__name__}: {exc}) while {doing}") from None
+        except Exception as exc:
+            translated = self.backend.translate(str(self.path), exc, doing, self.timeout)
+            if translated is None:
+                raise
+            raise translated from None
 
     def close(self) -> None:
         self.conn.close()
@@ -108,7 +134,7 @@ class HistoryStore:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         if not self.writable:
             raise HistoryError(f"{self.path}: opened read-only")
-        self.conn.execute("BEGIN IMMEDIATE")
+        self.backend.begin_write(self.conn)
         try:
             yield self.conn
         except BaseException:
@@ -131,7 +157,7 @@ class HistoryStore:
             if row is None:
                 raise KeyError(f"missing part {h}")
             base = self.raw(row[1]) if row[1] else None
-            data = codec.decompress(row[0], row[2], base)
+            data = codec.decompress(row[0], bytes(row[2]), base)
             if codec.digest(data) != h:
                 raise ValueError(f"part {h} does not match its hash")
             if len(self._raw_cache) > 4096:
@@ -218,7 +244,7 @@ class HistoryStore:
         night = shape.night(started)
         with self.transaction() as c:
             report_hash = codec.digest(codec.canonical(report))
-            row = c.execute("SELECT id FROM scan WHERE report_hash = ?", (report_hash,)).fetchone()
+            row = c.execute("SELECT id FROM scan WHERE report_hash = ?", (report_hash,)).fetchone()  # idempotent
             if row is not None:
                 return Recorded(row[0], False, night, len(rows), sum(len(r["findings"]) for r in rows))
             held = self._bases(list(parts.blobs) + [b for b, _ in packed.values() if b])
@@ -235,18 +261,18 @@ class HistoryStore:
             options = (report.get("invocation") or {}).get("options") or {}
             cur = c.execute(
                 "INSERT INTO scan (started, night, finished, recorded, tool_version, ruleset_digest, shard, report_hash, skeleton, source) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (started, night, report.get("finished"), shape.iso(datetime.now(timezone.utc)),
                  (report.get("tool") or {}).get("version"), ruleset.get("digest"), options.get("shard"), report_hash, skeleton, source))
-            scan_id = cur.lastrowid
+            scan_id = cur.fetchone()[0]
             n_findings = 0
             for r in rows:
                 cur = c.execute(
                     "INSERT INTO observation (scan_id, position, endpoint_id, started, night, status, grade, score, software, "
-                    "cert_sha256, cert_not_after, judged, entry) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "cert_sha256, cert_not_after, judged, entry) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                     (scan_id, r["position"], r["endpoint_id"], started, night, r["status"], r["grade"], r["score"], r["software"],
                      r["cert_sha256"], r["cert_not_after"], r["judged"], r["entry"]))
-                oid = cur.lastrowid
+                oid = cur.fetchone()[0]
                 values = []
                 for fp, rule_id, severity, suppressed, title, message in r["findings"]:
                     key = c.execute("INSERT INTO finding_key (fingerprint, endpoint_id, rule_id, title, message) VALUES (?, ?, ?, ?, ?) "
@@ -354,15 +380,11 @@ class HistoryStore:
                 c.executemany("DELETE FROM blob WHERE hash = ?", [(h,) for h in dead])
             self._blob_cache.clear()
             self._raw_cache.clear()
-            try:
-                self.conn.execute("VACUUM")  # give the space back; harmless to skip when busy
-                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.OperationalError:
-                pass
+            self.backend.compact(self.conn)
             return {"scans_deleted": len(doomed), "parts_deleted": len(dead), "cutoff": cutoff}
 
 
-def _translate(path: Path, exc: sqlite3.OperationalError, doing: str, timeout: float) -> HistoryError:
+def _translate(path: Path | str, exc: sqlite3.OperationalError, doing: str, timeout: float) -> HistoryError:
     text = str(exc)
     if "locked" in text or "busy" in text:
         return HistoryError(f"{path}: history database is locked by another process (waited {timeout:g} s) while {doing}; "
@@ -387,8 +409,12 @@ def _check_header(path: Path) -> None:
 def open_store(path: str | Path, *, write: bool, timeout: float | None = None) -> HistoryStore:
     """Open (and for writing, create or migrate) a history database, refusing anything that is
     not an smtpaudit history of a schema this program knows."""
-    p = Path(path)
     wait = busy_timeout() if timeout is None else timeout
+    if isinstance(path, str) and path.startswith(("postgresql://", "postgres://")):
+        from smtpaudit.history.pg import open_pg_store
+
+        return open_pg_store(path, write=write, timeout=wait)
+    p = Path(path)
     exists = p.exists()
     if p.is_dir():
         raise HistoryError(f"{p}: is a directory, not a history database")
