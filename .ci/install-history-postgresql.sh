@@ -19,7 +19,8 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
         chmod 755 /usr/sbin/policy-rc.d
         created_policy=1
     fi
-    trap '[ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d' EXIT
+    cleanup() { if [ "$created_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi; }
+    trap cleanup EXIT
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends postgresql >/dev/null
 fi
