@@ -9,6 +9,7 @@ Safety properties:
 * Read commands open the file read-only.
 
 Every failure a user can cause is a ``HistoryError`` with one line naming the file.
+``postgresql://`` URLs are opened by ``history.pg`` into the same ``HistoryStore``.
 """
 
 from __future__ import annotations
