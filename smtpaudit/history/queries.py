@@ -75,6 +75,7 @@ class Lifecycle:
     state: str = "open"  # open | fixed
     fixed_at: str | None = None
     nights: set[str] = field(default_factory=set)
+    unverified_nights: set[str] = field(default_factory=set)  # open, but that night's scan could not look
     events: list[dict[str, str]] = field(default_factory=list)
     fixes: list[tuple[str, str]] = field(default_factory=list)  # (opened_at, fixed_at)
 
@@ -148,10 +149,14 @@ def lifecycles(history: History) -> dict[str, Lifecycle]:
                 lc.nights.add(o.night)
                 lc.severity, lc.title, lc.message, lc.suppressed = f.severity, f.title, f.message, f.suppressed
             for fp, lc in mine.items():
-                if lc.state == "open" and fp not in o.findings and lc.rule_id in o.judged:
+                if lc.state != "open" or fp in o.findings:
+                    continue
+                if lc.rule_id in o.judged:
                     lc.state, lc.fixed_at = "fixed", o.started
                     lc.fixes.append((lc.opened_at, o.started))
                     lc.events.append({"event": "fixed", "at": o.started, "night": o.night})
+                else:
+                    lc.unverified_nights.add(o.night)
         out.update(mine)
     return out
 
@@ -172,10 +177,14 @@ def trend(history: History, *, nights: int | None = None) -> dict[str, Any]:
     for o in history.observations:
         by_night.setdefault(o.night, []).append(o)
     events: dict[str, dict[str, dict[str, int]]] = {n: {k: {s: 0 for s in SEVERITIES} for k in ("opened", "fixed", "reopened")} for n in all_nights}
+    unverified = {n: 0 for n in all_nights}
     for lc in lifecycles(history).values():
         for e in lc.events:
             if lc.severity in SEVERITIES:
                 events[e["night"]][e["event"]][lc.severity] += 1
+        for n in lc.unverified_nights - lc.nights:  # a later observation that night may have seen it
+            if not lc.suppressed:
+                unverified[n] += 1
     fleet, per_endpoint = [], {}
     for n in shown:
         latest = _latest_per_endpoint(by_night[n])
@@ -200,6 +209,9 @@ def trend(history: History, *, nights: int | None = None) -> dict[str, Any]:
             "grades": {g: grades[g] for g in sorted(grades, key=lambda g: GRADES.index(g) if g in GRADES else 99)},
             "mean_score": round(statistics.fmean(scores), 1) if scores else None,
             "open": open_counts, "open_total": sum(open_counts.values()), "accepted": accepted,
+            # open findings the night's scan could not re-check (endpoint down, rule not evaluated):
+            # not in "open" (not seen), not fixed either
+            "unverified": unverified[n],
             "new": sum(events[n]["opened"].values()), "fixed": sum(events[n]["fixed"].values()),
             "reopened": sum(events[n]["reopened"].values()),
         })

@@ -26,12 +26,12 @@ def trend_text(data: dict[str, Any], out: TextIO) -> None:
         out.write("no scans recorded\n")
         return
     out.write(f"{'night':10} {'scans':>5} {'endp':>5} {'compl':>5} {'inc':>4} {'unr':>4}  {'crit':>4} {'high':>4} {' med':>4} {' low':>4} {'info':>4}"
-              f" {'acc':>4} {'new':>4} {'fixd':>4} {'reop':>4}  grades\n")
+              f" {'acc':>4} {'unvf':>4} {'new':>4} {'fixd':>4} {'reop':>4}  grades\n")
     for n in data["nights"]:
         st = n["status"]
         grades = " ".join(f"{g}:{c}" for g, c in n["grades"].items()) or "-"
         out.write(f"{n['night']:10} {n['scans']:>5} {n['endpoints']:>5} {st['complete']:>5} {st['incomplete']:>4} {st['unreachable']:>4}  "
-                  f"{_sev_cells(n['open'])} {n['accepted']:>4} {n['new']:>4} {n['fixed']:>4} {n['reopened']:>4}  {grades}\n")
+                  f"{_sev_cells(n['open'])} {n['accepted']:>4} {n['unverified']:>4} {n['new']:>4} {n['fixed']:>4} {n['reopened']:>4}  {grades}\n")
     out.write("\nper endpoint (grade per night, oldest first; '-' = no grade, '.' = not scanned that night):\n")
     nights = [n["night"] for n in data["nights"]]
     for eid, rows in sorted(data["endpoints"].items()):

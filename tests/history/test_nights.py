@@ -93,6 +93,9 @@ def test_trend_numbers(thirty_nights, capsys):
         expected_new = {1: first_night_total, 25: 1}.get(i, 0)
         expected_fixed = {5: 1, 10: 1}.get(i, 0)
         assert (row["new"], row["fixed"], row["reopened"]) == (expected_new, expected_fixed, 1 if i == 20 else 0), i
+        # B down: its open findings (as of night 11) are neither seen nor fixed those nights
+        b_before = next(e for e in thirty_nights.reports[11]["endpoints"] if e["endpoint"]["id"] == thirty_nights.ids["B"])
+        assert row["unverified"] == (len(b_before["findings"]) if down else 0), i
     # per endpoint: B has no grade on the nights it was down
     b = data["endpoints"][thirty_nights.ids["B"]]
     assert [r["grade"] is None for r in b] == [i in (12, 13) for i in range(1, NIGHTS + 1)]
