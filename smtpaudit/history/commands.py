@@ -20,7 +20,7 @@ def add_parser(sub: Any) -> None:
     """The ``history DB SUBCOMMAND`` parser."""
     hp = sub.add_parser("history", help=HELP, description=HELP + ". Record scans with scan/report --history DB.",
                         epilog="exit 2 on a missing, corrupt, foreign, locked or too new database")
-    hp.add_argument("db", metavar="DB", help="history database (SQLite file)")
+    hp.add_argument("db", metavar="DB", help="history database: an SQLite file, or a postgresql:// URL")
     hs = hp.add_subparsers(dest="history_command", metavar="SUBCOMMAND")
 
     def common(p: argparse.ArgumentParser) -> None:
