@@ -353,7 +353,6 @@ def report_view(report: dict[str, Any]) -> dict[str, Any]:
         "policy": report.get("ruleset", {}).get("policy", {}),
         "baseline": report.get("baseline"),
         "skipped_rules": report.get("ruleset", {}).get("skipped_rules", []),
-        "history": report.get("history"),
         "gate": report.get("gate"),
         "any_suppressed": any(ev["suppressed"] for ev in endpoints),
         "any_transcripts": any(ev["appendix"] for ev in endpoints),
