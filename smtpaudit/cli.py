@@ -222,9 +222,8 @@ def _write(report: dict[str, Any], args: argparse.Namespace, history: dict[str, 
         except OSError as exc:
             raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
         if not args.quiet:
-            # The report is in the file: stdout gets only the verdict per endpoint.
+            # The report is in the file the user named: stdout gets only the verdict per endpoint.
             text.render_verdicts(report, sys.stdout, text.style_for(sys.stdout, args.color))
-            sys.stderr.write(f"report written to {out}\n")
     elif fmt == "text" and args.output != "-":
         if not args.quiet:
             text.render(report, sys.stdout, text.style_for(sys.stdout, args.color))

@@ -132,3 +132,17 @@ def test_demo_fits_one_screen_with_confirmed_findings_first(tmp_path):
     assert not any(ln.startswith("HIGH     cve-") for ln in findings)
     report = json.loads(out.read_text())
     assert sum(1 for f in report["endpoints"][0]["findings"] if f["rule_id"].startswith("cve-")) >= 10  # still all in JSON
+
+
+def test_with_an_output_file_stdout_gets_only_the_verdict_lines(tmp_path, capsys):
+    from tests.fakes.smtp import ThreadedFake
+    from tests.report.conftest import run_cli, weak_fake
+
+    with ThreadedFake(weak_fake()) as srv:
+        capsys.readouterr()
+        run_cli("scan", srv.target, "-o", tmp_path / "r.html", "--format", "html", "--greeting-timeout", "3",
+                "--command-timeout", "3", "--timeout", "30")
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith(f"smtp://{srv.target}  grade F") and "worst: plaintext-auth-accepted" in out[0]
+    assert "\033" not in "".join(out)  # captured output is not a terminal: no colour
+    assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
