@@ -3,7 +3,8 @@
 Pure functions over the JSON report model; nothing here renders. Three jobs:
 
 * order findings by severity, then confidence (a confirmed finding, certain or firm, before a
-  tentative one of the same severity), then score, then rule id, so what is proven comes first;
+  tentative one of the same severity), then score, then rule id, so what is proven comes first
+  (the engine's ``finding_rank``, which also orders the JSON report);
 * fold the version-based CVE matches of one product/version into one group (one line in the
   terminal; expanded in HTML and JSON consumers), because twenty banner-based guesses about one
   banner are one fact about the banner, not twenty;
@@ -20,12 +21,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from smtpaudit.engine.judge import finding_rank
 from smtpaudit.engine.severity import SEVERITIES
 
 SEVERITY_ORDER = {s: i for i, s in enumerate(SEVERITIES)}  # critical=0 .. info=4
 # Certain and firm both count as confirmed (observed behaviour); tentative is inference.
 CONFIDENCE_TIER = {"certain": 0, "firm": 0, "tentative": 1}
-CONFIDENCE_ORDER = {"certain": 0, "firm": 1, "tentative": 2}
 VERSION_TAG = "version-based"
 MIN_GROUP = 2  # a single version-based match stays a plain finding
 
@@ -53,14 +54,12 @@ def is_version_based(f: dict[str, Any]) -> bool:
 
 
 def finding_key(f: dict[str, Any]) -> tuple[Any, ...]:
-    """Sort key: severity, confirmed before tentative, higher score, certain before firm, rule id."""
-    return (
-        SEVERITY_ORDER.get(f.get("severity", "info"), len(SEVERITIES)),
-        CONFIDENCE_TIER.get(f.get("confidence", "tentative"), 1),
-        -float(f.get("score") or 0),
-        CONFIDENCE_ORDER.get(f.get("confidence", "tentative"), 2),
-        str(f.get("rule_id", "")),
-    )
+    """Sort key: severity, then proven before guessed (tentative last), then score, then rule id.
+
+    The engine's own key, so the JSON report's finding order and every rendering agree; a saved
+    report with missing fields still sorts (defaults: info, tentative, score 0)."""
+    return finding_rank({"severity": f.get("severity", "info"), "confidence": f.get("confidence", "tentative"),
+                         "score": f.get("score") or 0, "rule_id": str(f.get("rule_id", ""))})
 
 
 def rank_findings(findings: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
