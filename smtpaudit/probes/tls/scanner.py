@@ -18,7 +18,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from smtpaudit.probes.tls import codec, wire
+from smtpaudit.probes.tls import codec, handshake, wire
 from smtpaudit.probes.tls.codec import HelloSpec
 from smtpaudit.probes.tls.registry import PROTOCOL_VERSION, Registry, load_registry
 
@@ -66,6 +66,35 @@ class ProtocolResult:
     secure_renegotiation: bool | None = None
     errors: list[str] = field(default_factory=list)
     certificates: list[bytes] = field(default_factory=list)
+
+
+@dataclass
+class Confirmation:
+    """One completed-or-not handshake for a (protocol, suite class) the server selected.
+
+    A class is the suites sharing key exchange and authentication: what decides whether the
+    server can finish (its key signs or decrypts; anonymous suites need no key at all).
+    """
+
+    protocol: str
+    kx: str
+    auth: str
+    suites: list[int]  # the selected suites of this class, in discovery order
+    outcome: str  # handshake.COMPLETED | FAILED | TIMEOUT | LOCAL | CONNECT_ERROR
+    detail: str = ""
+    cipher: str | None = None  # what the completed handshake negotiated (OpenSSL name)
+
+    @property
+    def completed(self) -> bool:
+        return self.outcome == handshake.COMPLETED
+
+
+def suite_class(reg: Registry, protocol: str, code: int) -> tuple[str, str]:
+    """(kx, auth) of a suite; TLS 1.3 suites form one class (the certificate signs every one)."""
+    if protocol == "TLSv1.3":
+        return ("TLS1.3", "certificate")
+    s = reg.sslv2_by_code.get(code) if protocol == "SSLv2" else reg.suite(code)
+    return (s.kx, s.auth) if s else ("unknown", "unknown")
 
 
 class TlsScanner:
@@ -396,6 +425,92 @@ class TlsScanner:
         if out.kind == wire.HELLO and out.server_hello is not None:
             return out.server_hello.compression != 0, out.describe() + f" compression={out.server_hello.compression}"
         return None, out.describe()
+
+    # ------------------------------------------------------------------ completed handshakes
+
+    async def handshake(
+        self, *, label: str, protocol: str | None, ciphers: str, tls13_ciphers: str | None
+    ) -> handshake.HandshakeResult | wire.HelloOutcome:
+        """One full OpenSSL handshake on a fresh connection (through the slots, with retries on
+        connection failures). A ``HelloOutcome`` of kind CONNECT_ERROR when no stream was had."""
+        attempts = 1 + max(0, self.config.connect_retries)
+        last_error = ""
+        for attempt in range(attempts):
+            async with self.slots:
+                self.connections += 1
+                conn = self.connections
+                try:
+                    reader, writer = await self.connect()
+                except ConnectError as exc:
+                    last_error = str(exc)
+                    self._emit(conn, "*", f"connection failed: {exc}")
+                    if not exc.retryable:
+                        break
+                else:
+                    try:
+                        self._emit(conn, "C", label)
+                        res = await handshake.run_handshake(
+                            reader,
+                            writer,
+                            server_name=self.config.server_name,
+                            timeout=self.config.timeout,
+                            protocol=protocol,
+                            ciphers=ciphers,
+                            tls13_ciphers=tls13_ciphers,
+                        )
+                        if res.completed:
+                            self._emit(conn, "S", f"handshake completed: {res.version} {res.cipher}")
+                        else:
+                            self._emit(conn, "S", f"handshake {res.outcome}: {res.detail}")
+                        return res
+                    finally:
+                        writer.close()
+                        try:
+                            await asyncio.wait_for(writer.wait_closed(), timeout=1.0)
+                        except (OSError, asyncio.TimeoutError, TimeoutError):
+                            pass
+            if attempt + 1 < attempts:
+                await asyncio.sleep(self.config.retry_delay * (attempt + 1))
+        return wire.HelloOutcome(kind=CONNECT_ERROR, detail=last_error)
+
+    async def confirm(self, results: dict[str, ProtocolResult]) -> list[Confirmation]:
+        """Finish one real handshake per (protocol, suite class) the server selected.
+
+        Offers exactly that class's selected suites, pinned to that protocol, so a completed
+        handshake proves a client can use the class at that version; a failure after the
+        ServerHello proves it cannot (OpenSMTPD 6.8 on OpenSSL 3 selects RSA suites it cannot
+        sign with). SSLv2 and SSLv3 are outside what the local OpenSSL can speak (LOCAL)."""
+        plan: list[Confirmation] = []
+        for protocol, res in results.items():
+            if not res.accepted:
+                continue
+            classes: dict[tuple[str, str], list[int]] = {}
+            for code in res.suites:
+                classes.setdefault(suite_class(self.reg, protocol, code), []).append(code)
+            for (kx, auth), codes in classes.items():
+                plan.append(Confirmation(protocol, kx, auth, codes, outcome=""))
+
+        async def one(c: Confirmation) -> None:
+            if c.protocol in ("SSLv2", "SSLv3"):
+                c.outcome, c.detail = handshake.LOCAL, f"the local OpenSSL cannot speak {c.protocol}"
+                return
+            names = [s.openssl for code in c.suites if (s := self.reg.suite(code)) is not None and s.openssl]
+            if not names:
+                c.outcome, c.detail = handshake.LOCAL, "no suite of this class is known to OpenSSL"
+                return
+            if c.protocol == "TLSv1.3":
+                ciphers, tls13 = handshake.AUTHENTICATED_CIPHERS, ":".join(names)
+            else:
+                ciphers, tls13 = ":".join(names) + ":@SECLEVEL=0", None
+            label = f"full handshake {c.protocol} {c.kx}/{c.auth} ({len(names)} suites)"
+            out = await self.handshake(label=label, protocol=c.protocol, ciphers=ciphers, tls13_ciphers=tls13)
+            if isinstance(out, wire.HelloOutcome):
+                c.outcome, c.detail = CONNECT_ERROR, out.detail
+                return
+            c.outcome, c.detail, c.cipher = out.outcome, out.detail, out.cipher
+
+        await asyncio.gather(*(one(c) for c in plan))
+        return plan
 
 
 def _prefer(codes: list[int], first: tuple[int, ...]) -> list[int]:
