@@ -374,20 +374,53 @@ class TlsScanner:
         return found, errors
 
     async def scan_ecdhe_curves(self, protocol: str, ecdhe_suites: list[int]) -> tuple[list[int], list[str]]:
-        """Curves a TLS <= 1.2 server uses for ECDHE, read from its ServerKeyExchange."""
+        """Curves a TLS <= 1.2 server uses for ECDHE, read from its ServerKeyExchange.
+
+        RFC 8422 5.1: the client's supported_groups also bound the curve of an ECDSA
+        certificate, so a server with a P-256 key refuses every hello without P-256 once that
+        curve is taken out. When a hello is refused, each curve already found is tried as a
+        companion at the end of the offer; the one that makes the server answer again stays
+        there, and enumeration goes on (a server that then still prefers the companion ends it).
+        """
         candidates = _prefer([g.code for g in self.reg.groups if g.kind == "ec" and g.code <= 30], (29, 23, 24, 25, 30))
         found: list[int] = []
         errors: list[str] = []
+        companion: list[int] = []
+
+        async def offer(groups: list[int]) -> wire.HelloOutcome:
+            spec = self.legacy_spec(protocol, list(ecdhe_suites), groups=groups)
+            return await self.hello(codec.build_client_hello(spec), label=f"ClientHello {protocol} (ECDHE, {len(groups)} curves)", full_flight=True)
+
         while candidates and ecdhe_suites:
-            spec = self.legacy_spec(protocol, list(ecdhe_suites), groups=list(candidates))
-            out = await self.hello(codec.build_client_hello(spec), label=f"ClientHello {protocol} (ECDHE, {len(candidates)} curves)", full_flight=True)
+            out = await offer(candidates + companion)
             if out.kind != wire.HELLO or out.server_hello is None:
                 if out.kind not in wire.REJECTIONS:
                     errors.append(f"ECDHE curves: {out.describe()}")
-                break
+                    break
+                if companion or not found:
+                    break
+                for helper in found:
+                    retry = await offer(candidates + [helper])
+                    if retry.kind == wire.HELLO and retry.key_exchange is not None and retry.key_exchange.curve in candidates:
+                        companion, out = [helper], retry
+                        break
+                    if retry.kind == wire.HELLO and retry.key_exchange is not None and retry.key_exchange.curve == helper:
+                        # The server needs this curve (its certificate's) and prefers it to all left.
+                        left = ", ".join(self.reg.group_name(c) for c in candidates)
+                        errors.append(f"ECDHE curves: the server prefers {self.reg.group_name(helper)}, which its certificate needs, to {left}: not enumerated")
+                        break
+                else:
+                    break
+                if not companion:
+                    break
             ske = out.key_exchange
             if ske is None or ske.curve is None:
                 errors.append(f"ECDHE curves: no named curve in ServerKeyExchange ({out.describe()})")
+                break
+            if ske.curve in companion:
+                # The server prefers the companion to every curve left: those stay unknown.
+                left = ", ".join(self.reg.group_name(c) for c in candidates)
+                errors.append(f"ECDHE curves: the server prefers {self.reg.group_name(ske.curve)}, which its certificate needs, to {left}: not enumerated")
                 break
             if ske.curve not in candidates:
                 # RFC 8422 5.1: the server must pick from our list; one that does not is noted and stops us.

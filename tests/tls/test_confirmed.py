@@ -1,0 +1,196 @@
+"""TLS verdicts that rest on completed handshakes, and the certificate and group facts that
+issue 15 found wrong, against Python ssl (OpenSSL) servers on loopback."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+
+from smtpaudit.probes.tls.certificate import TlsCertificateProbe
+from smtpaudit.probes.tls.protocols import TlsProtocolsProbe
+from tests.tls.certgen import make_cert
+from tests.tls.test_probes import check_catalog, run_probe, server_context
+
+
+@pytest.fixture(scope="module")
+def ec_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_cert(tmp_path_factory.mktemp("ec"), key="ec")
+
+
+def test_ecdsa_p256_server_all_curves_found(ec_cert: tuple[Path, Path]) -> None:
+    # RFC 8422 5.1: the client's supported_groups also bound the ECDSA certificate's curve, so an
+    # OpenSSL server with a P-256 key refuses every hello that lacks P-256; enumeration must keep
+    # P-256 in the offer (last) to learn that X448, P-384 and P-521 work too.
+    tls = server_context(*ec_cert, ciphers="ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384", minimum=ssl.TLSVersion.TLSv1_2)
+    tls.maximum_version = ssl.TLSVersion.TLSv1_2
+    tls.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE  # Postfix's default (tls_preempt_cipherlist = no)
+    res, _ = run_probe(TlsProtocolsProbe(), tls)
+    assert res.status == "ok", res.error_message
+    check_catalog(res)
+    assert set(res.facts["tls.groups.tls12"]) == {"x25519", "secp256r1", "x448", "secp384r1", "secp521r1"}, res.facts["tls.groups.tls12"]
+
+
+def test_ecdsa_p256_server_preference_says_what_it_could_not_enumerate(ec_cert: tuple[Path, Path]) -> None:
+    # With server preference P-256 (needed for the key) always wins over the curves left: the
+    # scan reports the two it saw and says why it stopped, instead of implying that was all.
+    tls = server_context(*ec_cert, ciphers="ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384", minimum=ssl.TLSVersion.TLSv1_2)
+    tls.maximum_version = ssl.TLSVersion.TLSv1_2
+    res, _ = run_probe(TlsProtocolsProbe(), tls)
+    assert res.facts["tls.groups.tls12"][:2] == ["x25519", "secp256r1"]
+    assert any("not enumerated" in e for e in res.facts["tls.scan.errors"]), res.facts["tls.scan.errors"]
+
+
+# --------------------------------------------------------------------------- judging helpers
+
+def tls_rules(policy: str | None = None) -> dict:
+    from smtpaudit.catalog import load_catalog
+    from smtpaudit.engine.policy import apply_policy, find_policy, load_policy
+    from smtpaudit.engine.rules import load_rules
+
+    known = {n: s.type for n, s in load_catalog().facts.items()}
+    rules = load_rules([Path("rules")], known)
+    if policy:
+        rules = apply_policy(load_policy(find_policy(policy, [Path("rules")])), rules, known)
+    return {rid: r for rid, r in rules.items() if r.family == "tls" or rid == "starttls-broken"}
+
+
+def outcomes(facts: dict, *, role: str = "mx", mode: str = "starttls", policy: str | None = None) -> dict[str, object]:
+    """rule id -> Outcome for the TLS rules over these facts (as the scanner judges them)."""
+    from smtpaudit.catalog import load_catalog
+    from smtpaudit.engine.evaluate import judge
+
+    fact_probe = {n: s.probe for n, s in load_catalog().facts.items()}
+    all_facts = {"endpoint.role": role, "endpoint.mode": mode, "smtp.starttls.works": True, **facts}
+    return {rid: judge(r, all_facts, fact_probe=fact_probe, probe_errors={}) for rid, r in tls_rules(policy).items()}
+
+
+def grade(facts: dict, **kw) -> tuple[int, str]:
+    from smtpaudit.engine.scoring import ScoredFinding, score_endpoint
+
+    rules = tls_rules(kw.get("policy"))
+    found = [o for o in outcomes(facts, **kw).values() if o.status == "finding"]
+    s = score_endpoint([ScoredFinding(o.rule_id, rules[o.rule_id].severity, rules[o.rule_id].confidence,
+                                      rules[o.rule_id].grade_cap, rules[o.rule_id].title) for o in found])
+    return s.score, s.grade
+
+
+def probe_facts(tls: ssl.SSLContext, probe: object = None, **kw) -> dict:
+    res, _ = run_probe(probe or TlsProtocolsProbe(), tls, **kw)
+    assert res.status == "ok", res.error_message
+    check_catalog(res)
+    return res.facts
+
+
+def anon_context(cert: tuple[Path, Path] | None, ciphers: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.set_ciphers(ciphers)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2  # TLS 1.3 has no anonymous suites
+    ctx.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE  # the client's order decides
+    if cert:
+        ctx.load_cert_chain(*cert)
+    return ctx
+
+
+@pytest.fixture(scope="module")
+def rsa(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_cert(tmp_path_factory.mktemp("rsa"))
+
+
+# --------------------------------------------------------------------------- certificate handshake
+
+def test_certificate_fetched_with_authenticated_suites_on_anonymous_friendly_server(rsa: tuple[Path, Path]) -> None:
+    # Client preference and anonymous suites accepted: a permissive client that offers AECDH
+    # first gets no certificate. The certificate probe offers authenticated suites only.
+    tls = anon_context(rsa, "AECDH-AES256-SHA:ECDHE-RSA-AES128-GCM-SHA256:@SECLEVEL=0")
+    f = probe_facts(tls, TlsCertificateProbe())
+    assert f["tls.cert.handshake_ok"] is True and f["tls.cert.chain_length"] == 1
+    assert "AECDH" not in f["tls.cert.handshake_cipher"]
+    out = outcomes(f)
+    cert_rules = [rid for rid in out if rid.startswith("tls-cert-")]
+    # Judged on the certificate seen: the self-signed test certificate is untrusted, the rest passes.
+    assert out["tls-cert-untrusted-mx"].status == "finding"
+    assert all(out[rid].status in ("pass", "finding", "not_applicable") for rid in cert_rules), {r: out[r].status for r in cert_rules}
+    # ... and the protocol scan still sees (and confirms) the anonymous suites.
+    p = probe_facts(tls)
+    assert "TLSv1.2 TLS_ECDH_anon_WITH_AES_256_CBC_SHA" in p["tls.suites.anonymous"]
+    assert {i["confirmed"] for i in p["tls.suites.accepted"]} == {"handshake"}
+
+
+def test_no_certificate_seen_means_certificate_rules_not_evaluated() -> None:
+    # Anonymous suites only, no certificate at all: nothing to judge, never "passed".
+    tls = anon_context(None, "aNULL:@SECLEVEL=0")
+    res, _ = run_probe(TlsCertificateProbe(), tls)
+    check_catalog(res)
+    f = res.facts
+    assert res.status == "ok", res.error_message  # the server answered: an observation, not a probe failure
+    assert f["tls.cert.handshake_ok"] is False and f["tls.cert.chain_length"] == 0
+    assert "tls.cert.expired" not in f and "tls.cert.trusted" not in f
+    out = outcomes(f)
+    for rid in ("tls-cert-expired", "tls-cert-untrusted-mx", "tls-cert-weak-key", "tls-cert-name-mismatch-mx", "tls-cert-weak-signature"):
+        assert out[rid].status == "not_evaluated", (rid, out[rid].status)
+    p = probe_facts(tls)
+    assert p["tls.suites.anonymous_only"] is True
+
+
+def test_sha1_self_signed_is_self_signed(tmp_path: Path) -> None:
+    from tests.tls.certgen import make_weak_cert
+
+    f = probe_facts(server_context(*make_weak_cert(tmp_path), ciphers="ALL:@SECLEVEL=0"), TlsCertificateProbe())
+    assert f["tls.cert.signature_hash"] == "sha1" and f["tls.cert.self_signed"] is True
+
+
+def test_ip_target_checks_the_names_the_server_gives(tmp_path: Path) -> None:
+    cert = make_cert(tmp_path, name="mail.example.test", sans=("mail.example.test",))  # no IP SAN
+    tls = server_context(*cert)
+    ok = probe_facts(tls, TlsCertificateProbe(), prior={"smtp.starttls.offered": True, "smtp.greeting.hostname": "mail.example.test"})
+    assert ok["tls.cert.matches_host"] is False and ok["tls.cert.matches_any"] is True
+    assert ok["tls.cert.names_tried"] == ["127.0.0.1", "mail.example.test"] and ok["tls.cert.matched_name"] == "mail.example.test"
+    assert outcomes(ok)["tls-cert-name-mismatch-mx"].status == "pass"
+    bad = probe_facts(tls, TlsCertificateProbe(), prior={"smtp.starttls.offered": True, "smtp.greeting.hostname": "other.example.net",
+                                                          "smtp.ehlo.hostname": "relay.example.net"})
+    out = outcomes(bad, role="submission")["tls-cert-name-mismatch-submission"]
+    assert out.status == "finding"
+    assert "127.0.0.1" in out.message and "other.example.net" in out.message and "relay.example.net" in out.message
+
+
+# --------------------------------------------------------------------------- protocols and grades
+
+def test_best_tls11_grades_below_tls10_to_12(rsa: tuple[Path, Path]) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        only11 = server_context(*rsa, ciphers="ALL:@SECLEVEL=0", minimum=ssl.TLSVersion.TLSv1_1)
+        only11.maximum_version = ssl.TLSVersion.TLSv1_1
+        span = server_context(*rsa, ciphers="ALL:@SECLEVEL=0", minimum=ssl.TLSVersion.TLSv1)
+        span.maximum_version = ssl.TLSVersion.TLSv1_2
+    f11, f12 = probe_facts(only11), probe_facts(span)
+    assert f11["tls.protocols.accepted"] == ["TLSv1.1"]
+    assert f12["tls.protocols.accepted"] == ["TLSv1.0", "TLSv1.1", "TLSv1.2"]
+    assert outcomes(f11)["tls-12-not-supported"].status == "finding"
+    assert outcomes(f12)["tls-12-not-supported"].status == "pass"
+    legacy = outcomes(f12)["tls-legacy-protocols"]
+    assert legacy.status == "finding" and "TLSv1.2" not in legacy.message and "TLSv1.0" in legacy.message
+    (s11, g11), (s12, g12) = grade(f11), grade(f12)
+    order = ["A+", "A", "B", "C", "D", "E", "F"]
+    assert order.index(g11) > order.index(g12) and s11 < s12, (g11, s11, g12, s12)
+
+
+def test_anonymous_and_cbc_on_mx_by_role_and_policy(rsa: tuple[Path, Path]) -> None:
+    tls = anon_context(rsa, "AECDH-AES256-SHA:ECDHE-RSA-AES128-SHA:@SECLEVEL=0")
+    f = probe_facts(tls)
+    assert f["tls.suites.tls12_authenticated_aead"] is False
+    mx = outcomes(f, role="mx")
+    assert mx["tls-anonymous-suites-mx"].status == "finding" and mx["tls12-cbc-only-mx"].status == "finding"
+    assert mx["tls-anonymous-suites"].status == "not_applicable" and mx["tls12-cbc-only"].status == "not_applicable"
+    sub = outcomes(f, role="submission")
+    assert sub["tls-anonymous-suites"].status == "finding" and sub["tls12-cbc-only"].status == "finding"
+    assert sub["tls-anonymous-suites-mx"].status == "not_applicable"
+    rules = tls_rules()
+    assert rules["tls-anonymous-suites-mx"].severity == "low" and rules["tls-anonymous-suites"].severity == "high"
+    assert tls_rules("mta-opportunistic")["tls-anonymous-suites-mx"].severity == "info"
+    assert tls_rules("mta-opportunistic")["tls12-cbc-only-mx"].severity == "info"
+    assert tls_rules("mozilla-intermediate")["tls-anonymous-suites-mx"].severity == "medium"
+    assert tls_rules("mozilla-modern")["tls12-cbc-only-mx"].score == 5.0
