@@ -194,3 +194,66 @@ def test_anonymous_and_cbc_on_mx_by_role_and_policy(rsa: tuple[Path, Path]) -> N
     assert tls_rules("mta-opportunistic")["tls12-cbc-only-mx"].severity == "info"
     assert tls_rules("mozilla-intermediate")["tls-anonymous-suites-mx"].severity == "medium"
     assert tls_rules("mozilla-modern")["tls12-cbc-only-mx"].score == 5.0
+
+
+# --------------------------------------------------------------------------- selected is not usable
+
+def test_server_that_selects_but_never_completes_has_no_usable_tls() -> None:
+    # The fake answers every ClientHello with a well-formed first flight and never finishes,
+    # like OpenSMTPD 6.8 on OpenSSL 3: a ServerHello-only scanner would call TLS 1.2 working.
+    import asyncio
+
+    from smtpaudit.probes.tls.protocols import facts_from_scan
+    from smtpaudit.probes.tls.registry import load_registry
+    from tests.tls.test_scanner_fake import with_server
+    from tests.tls.fakes import FakeTls
+
+    async def body(s, served):
+        res = await s.scan_protocols()
+        return res, await s.confirm(res)
+
+    res, confirmations = asyncio.run(with_server(FakeTls(versions={0x0303}, suites=[0xC02F, 0x002F]), body))
+    assert res["TLSv1.2"].accepted is True  # selected ...
+    assert {c.outcome for c in confirmations} == {"failed"}  # ... but no handshake completes
+    f = facts_from_scan(load_registry(), res, tls13_groups=[], tls12_curves=[], compression=None, fallback=None,
+                        errors=[], confirmations=confirmations)
+    assert f["tls.protocols.selected"] == ["TLSv1.2"] and f["tls.protocols.accepted"] == []
+    assert f["tls.protocols.handshake_failed"] == ["TLSv1.2"] and f["tls.available"] is False
+    assert f["tls.suites.accepted"] == [] and f["tls.handshake.failed"] is True
+    assert {x["kx"] for x in f["tls.handshake.failures"]} == {"ECDHE", "RSA"}
+    f_implicit = {**f, "smtp.starttls.works": None}
+    assert outcomes(f_implicit, mode="implicit")["tls-unusable"].status == "finding"
+    # STARTTLS endpoint whose upgrade already failed: starttls-broken carries the one finding.
+    broken = outcomes({**f, "smtp.starttls.offered": True, "smtp.starttls.works": False, "smtp.starttls.error": "x"})
+    assert broken["starttls-broken"].status == "finding"
+    assert broken["tls-unusable"].status == "pass" and broken["tls-handshake-failures"].status == "pass"
+
+
+def test_confirmation_states() -> None:
+    from smtpaudit.probes.tls.protocols import judge_confirmations
+    from smtpaudit.probes.tls.registry import load_registry
+    from smtpaudit.probes.tls.scanner import Confirmation, ProtocolResult
+
+    reg = load_registry()
+    results = {
+        "SSLv3": ProtocolResult("SSLv3", True, suites=[0x002F]),  # RSA/RSA, same class completes at 1.0
+        "TLSv1.0": ProtocolResult("TLSv1.0", True, suites=[0x002F, 0xC013, 0x0005]),
+        "TLSv1.2": ProtocolResult("TLSv1.2", True, suites=[0xC02F]),
+        "TLSv1.3": ProtocolResult("TLSv1.3", True, suites=[0x1301]),
+    }
+    conf = [
+        Confirmation("SSLv3", "RSA", "RSA", [0x002F], "local"),
+        Confirmation("TLSv1.0", "RSA", "RSA", [0x002F, 0x0005], "completed"),
+        Confirmation("TLSv1.0", "ECDHE", "RSA", [0xC013], "failed", "alert"),
+        Confirmation("TLSv1.2", "ECDHE", "RSA", [0xC02F], "timeout"),
+        Confirmation("TLSv1.3", "TLS1.3", "certificate", [0x1301], "failed", "alert"),
+    ]
+    suites, protocols = judge_confirmations(reg, results, conf)
+    assert protocols == {"SSLv3": "inferred", "TLSv1.0": "handshake", "TLSv1.2": "unconfirmed", "TLSv1.3": "failed"}
+    assert suites[("TLSv1.0", 0x0005)] == "handshake"  # RC4-SHA: its class completed with AES
+    assert suites[("TLSv1.0", 0xC013)] == "failed"
+    f = __import__("smtpaudit.probes.tls.protocols", fromlist=["facts_from_scan"]).facts_from_scan(
+        reg, results, tls13_groups=[], tls12_curves=[], compression=None, fallback=None, errors=[], confirmations=conf)
+    # A timeout decides nothing: TLS 1.2 is neither usable nor failed but undetermined (probe error).
+    assert f["tls.protocols.accepted"] == ["SSLv3", "TLSv1.0"] and "TLSv1.2" in f["tls.protocols.undetermined"]
+    assert f["tls.protocols.handshake_failed"] == ["TLSv1.3"]

@@ -313,8 +313,15 @@ class TlsProtocolsProbe:
                     c for c in results[best].suites
                     if (best, c) in usable and (s := reg.suite(c)) is not None and s.kx == "ECDHE"
                 ]
+                # An ECDSA certificate's curve must stay offered (RFC 8422 5.1); RSA-authenticated
+                # ECDHE, when the server has it too, shows the curves without that constraint.
+                ecdsa = [c for c in ecdhe if (s := reg.suite(c)) is not None and s.auth == "ECDSA"]
+                if ecdsa and len(ecdsa) < len(ecdhe):
+                    ecdhe = [c for c in ecdhe if c not in ecdsa]
                 if ecdhe:
-                    curves, errs = await scanner.scan_ecdhe_curves(best, ecdhe)
+                    curves, errs = await scanner.scan_ecdhe_curves(
+                        best, ecdhe, client_preference=results[best].preference == "client"
+                    )
                     errors += errs
                 compression, _ = await scanner.compression(best)
             fallback, _ = await scanner.fallback_scsv(accepted)

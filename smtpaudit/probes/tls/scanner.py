@@ -373,7 +373,9 @@ class TlsScanner:
             candidates.remove(group)
         return found, errors
 
-    async def scan_ecdhe_curves(self, protocol: str, ecdhe_suites: list[int]) -> tuple[list[int], list[str]]:
+    async def scan_ecdhe_curves(
+        self, protocol: str, ecdhe_suites: list[int], *, client_preference: bool = False
+    ) -> tuple[list[int], list[str]]:
         """Curves a TLS <= 1.2 server uses for ECDHE, read from its ServerKeyExchange.
 
         RFC 8422 5.1: the client's supported_groups also bound the curve of an ECDSA
@@ -381,7 +383,9 @@ class TlsScanner:
         curve is taken out. When a hello is refused, each curve already found is tried as a
         companion at the end of the offer; the one that makes the server answer again stays
         there, and enumeration goes on (a server that then still prefers the companion ends it).
+        Only with ECDSA-authenticated suites: an RSA certificate puts no curve in that list.
         """
+        ecdsa_only = all((s := self.reg.suite(c)) is not None and s.auth == "ECDSA" for c in ecdhe_suites)
         candidates = _prefer([g.code for g in self.reg.groups if g.kind == "ec" and g.code <= 30], (29, 23, 24, 25, 30))
         found: list[int] = []
         errors: list[str] = []
@@ -397,7 +401,7 @@ class TlsScanner:
                 if out.kind not in wire.REJECTIONS:
                     errors.append(f"ECDHE curves: {out.describe()}")
                     break
-                if companion or not found:
+                if companion or not found or not ecdsa_only:
                     break
                 for helper in found:
                     retry = await offer(candidates + [helper])
@@ -405,7 +409,10 @@ class TlsScanner:
                         companion, out = [helper], retry
                         break
                     if retry.kind == wire.HELLO and retry.key_exchange is not None and retry.key_exchange.curve == helper:
-                        # The server needs this curve (its certificate's) and prefers it to all left.
+                        # Picked last in a client-preference server's list: none of the rest works.
+                        # A server that imposes its order may just prefer it: then we cannot tell.
+                        if client_preference:
+                            break
                         left = ", ".join(self.reg.group_name(c) for c in candidates)
                         errors.append(f"ECDHE curves: the server prefers {self.reg.group_name(helper)}, which its certificate needs, to {left}: not enumerated")
                         break
@@ -418,6 +425,8 @@ class TlsScanner:
                 errors.append(f"ECDHE curves: no named curve in ServerKeyExchange ({out.describe()})")
                 break
             if ske.curve in companion:
+                if client_preference:
+                    break  # offered last and still chosen: none of the rest works
                 # The server prefers the companion to every curve left: those stay unknown.
                 left = ", ".join(self.reg.group_name(c) for c in candidates)
                 errors.append(f"ECDHE curves: the server prefers {self.reg.group_name(ske.curve)}, which its certificate needs, to {left}: not enumerated")
