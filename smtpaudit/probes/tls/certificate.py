@@ -15,6 +15,7 @@ import asyncio
 import time
 from typing import Any, ClassVar, Mapping
 
+from smtpaudit.outcomes import ProbeStatus, Reason
 from smtpaudit.probes.base import ProbeContext, ProbeResult
 from smtpaudit.probes.smtp.client import Transcript
 from smtpaudit.probes.tls import certs, handshake
@@ -42,13 +43,11 @@ class TlsCertificateProbe:
         transcript = Transcript(ctx.secrets)
         why_not = starttls_unavailable(endpoint, prior)
         if why_not:
-            result.status, result.error_reason, result.error_message = "skipped", "no_tls", why_not
+            result.status, result.error_reason, result.error_message = ProbeStatus.SKIPPED, Reason.NO_TLS, why_not
             return result
         connector = SmtpTlsConnector(endpoint, ctx, transcript)
         writer = None
         try:
-            if ctx.host_slots is not None:
-                await ctx.host_slots.acquire()
             try:
                 result.connections += 1
                 reader, writer = await connector()
@@ -57,10 +56,8 @@ class TlsCertificateProbe:
                     ciphers=handshake.AUTHENTICATED_CIPHERS,
                 )
             finally:
-                if ctx.host_slots is not None:
-                    ctx.host_slots.release()
                 if writer is not None:
-                    writer.close()
+                    writer.close()  # also gives the host slot back (probes/net.py)
             f = result.facts
             if hs.completed:
                 transcript.add("*", f"TLS established: {hs.version} {hs.cipher}, {len(hs.chain)} certificate(s)", 1)
@@ -72,7 +69,7 @@ class TlsCertificateProbe:
                 transcript.add("*", f"{hs.detail} ({len(hs.chain)} certificate(s) received before that)", 1)
                 if hs.outcome != handshake.FAILED:
                     # Timeout or a local limitation: nothing was learnt about the server.
-                    result.status, result.error_reason, result.error_message = "error", "tls_handshake", hs.detail
+                    result.status, result.error_reason, result.error_message = ProbeStatus.ERROR, Reason.TLS_HANDSHAKE, hs.detail
                     return result
                 # The server answered and the handshake failed: an observation, not a probe error.
                 f["tls.cert.handshake_ok"] = False
@@ -88,7 +85,7 @@ class TlsCertificateProbe:
                 # "not evaluated" (an anonymous-only or broken server), never "passed".
                 f["tls.cert.chain_length"] = 0
         except ConnectError as exc:
-            result.status, result.error_reason, result.error_message = "error", "connect", str(exc)
+            result.status, result.error_reason, result.error_message = ProbeStatus.ERROR, Reason.CONNECT, str(exc)
         finally:
             result.transcript = transcript.lines
             result.duration = time.monotonic() - started

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar, Mapping
 
+from smtpaudit.outcomes import ProbeStatus, Reason
 from smtpaudit.probes.base import ProbeContext, ProbeResult
 from smtpaudit.probes.smtp.client import Transcript
 from smtpaudit.probes.tls.connect import SmtpTlsConnector, sni_for, starttls_unavailable
@@ -269,6 +270,7 @@ class TlsProtocolsProbe:
 
     name: ClassVar[str] = "tls.protocols"
     intrusive: ClassVar[bool] = False
+    sockets: ClassVar[int] = 2  # hellos run two at a time
     after: ClassVar[tuple[str, ...]] = ("smtp.session",)
 
     async def run(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any]) -> ProbeResult:
@@ -277,8 +279,8 @@ class TlsProtocolsProbe:
         transcript = Transcript(ctx.secrets)
         why_not = starttls_unavailable(endpoint, prior)
         if why_not:
-            result.status = "skipped"
-            result.error_reason = "no_tls"
+            result.status = ProbeStatus.SKIPPED
+            result.error_reason = Reason.NO_TLS
             result.error_message = why_not
             # Only this fact: the rest are absent, so rules over them are "not applicable", not "passed".
             result.facts = {"tls.available": False}
@@ -289,7 +291,6 @@ class TlsProtocolsProbe:
             connector,
             scan_config(endpoint, ctx),
             registry=reg,
-            slots=ctx.host_slots,
             on_event=lambda conn, d, text: transcript.add(d, text, conn),
         )
         try:
@@ -332,10 +333,12 @@ class TlsProtocolsProbe:
             result.facts["tls.scan.hellos"] = scanner.hellos
             undecided = result.facts["tls.protocols.undetermined"]
             if undecided:
-                result.status = "error"
-                result.error_reason = "connect"
+                result.status = ProbeStatus.ERROR
                 why = [f"{c.protocol} {c.kx}/{c.auth}: {c.outcome} {c.detail}" for c in confirmations
                        if c.protocol in undecided and not c.completed]
+                # Never reached (connection refused, 421) vs. selected but no handshake decided.
+                no_hello = any(results[p].accepted is None for p in undecided)
+                result.error_reason = Reason.CONNECT if no_hello else Reason.TLS_HANDSHAKE
                 result.error_message = f"could not test {', '.join(undecided)}: " + "; ".join((errors + why)[:3])
         finally:
             result.connections = scanner.connections
