@@ -111,7 +111,7 @@ def test_certificate_fetched_with_authenticated_suites_on_anonymous_friendly_ser
     cert_rules = [rid for rid in out if rid.startswith("tls-cert-")]
     # Judged on the certificate seen: the self-signed test certificate is untrusted, the rest passes.
     assert out["tls-cert-untrusted-mx"].status == "finding"
-    assert all(out[rid].status in ("pass", "finding", "not_applicable") for rid in cert_rules), {r: out[r].status for r in cert_rules}
+    assert all(out[rid].status in ("passed", "finding", "not_applicable") for rid in cert_rules), {r: out[r].status for r in cert_rules}
     # ... and the protocol scan still sees (and confirms) the anonymous suites.
     p = probe_facts(tls)
     assert "TLSv1.2 TLS_ECDH_anon_WITH_AES_256_CBC_SHA" in p["tls.suites.anonymous"]
@@ -147,7 +147,7 @@ def test_ip_target_checks_the_names_the_server_gives(tmp_path: Path) -> None:
     ok = probe_facts(tls, TlsCertificateProbe(), prior={"smtp.starttls.offered": True, "smtp.greeting.hostname": "mail.example.test"})
     assert ok["tls.cert.matches_host"] is False and ok["tls.cert.matches_any"] is True
     assert ok["tls.cert.names_tried"] == ["127.0.0.1", "mail.example.test"] and ok["tls.cert.matched_name"] == "mail.example.test"
-    assert outcomes(ok)["tls-cert-name-mismatch-mx"].status == "pass"
+    assert outcomes(ok)["tls-cert-name-mismatch-mx"].status == "passed"
     bad = probe_facts(tls, TlsCertificateProbe(), prior={"smtp.starttls.offered": True, "smtp.greeting.hostname": "other.example.net",
                                                           "smtp.ehlo.hostname": "relay.example.net"})
     out = outcomes(bad, role="submission")["tls-cert-name-mismatch-submission"]
@@ -170,7 +170,7 @@ def test_best_tls11_grades_below_tls10_to_12(rsa: tuple[Path, Path]) -> None:
     assert f11["tls.protocols.accepted"] == ["TLSv1.1"]
     assert f12["tls.protocols.accepted"] == ["TLSv1.0", "TLSv1.1", "TLSv1.2"]
     assert outcomes(f11)["tls-12-not-supported"].status == "finding"
-    assert outcomes(f12)["tls-12-not-supported"].status == "pass"
+    assert outcomes(f12)["tls-12-not-supported"].status == "passed"
     legacy = outcomes(f12)["tls-legacy-protocols"]
     assert legacy.status == "finding" and "TLSv1.2" not in legacy.message and "TLSv1.0" in legacy.message
     (s11, g11), (s12, g12) = grade(f11), grade(f12)
@@ -226,7 +226,7 @@ def test_server_that_selects_but_never_completes_has_no_usable_tls() -> None:
     # STARTTLS endpoint whose upgrade already failed: starttls-broken carries the one finding.
     broken = outcomes({**f, "smtp.starttls.offered": True, "smtp.starttls.works": False, "smtp.starttls.error": "x"})
     assert broken["starttls-broken"].status == "finding"
-    assert broken["tls-unusable"].status == "pass" and broken["tls-handshake-failures"].status == "pass"
+    assert broken["tls-unusable"].status == "passed" and broken["tls-handshake-failures"].status == "passed"
 
 
 def test_confirmation_states() -> None:
