@@ -48,12 +48,12 @@ TRUTH: dict[str, dict[str, Any]] = {
 }
 
 
-def scan(server: LabServer, tmp_path: Path) -> dict[str, Any]:
+def scan(server: LabServer, tmp_path: Path, *extra: str) -> dict[str, Any]:
     out = tmp_path / f"{server.name}.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, "-m", "smtpaudit", "scan", server.targets["smtp"], "--tag", "tls", "--ca-file", str(server.pki.ca_cert),
-         "--format", "json", "-o", str(out), "-q"],
+         "--format", "json", "-o", str(out), "-q", *extra],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     assert out.exists(), proc.stderr[-2000:]
@@ -83,6 +83,11 @@ def test_tls_verdicts_match_the_configuration(request, name: str, tmp_path: Path
     assert f["tls.handshake.failed"] is name.startswith("opensmtpd"), f.get("tls.handshake.summary")
     # Every listed suite completed a handshake of its class (or is inferred from one).
     assert {i["confirmed"] for i in f["tls.suites.accepted"]} <= {"handshake", "inferred"}
+    # Anonymous suites on an MX: reported, low, with the opportunistic-TLS explanation.
+    assert ("tls-anonymous-suites-mx" in found) is ("anon" in truth["weak"])
+    for x in entry["findings"]:
+        if x["rule_id"] == "tls-anonymous-suites-mx":
+            assert x["severity"] == "low" and "opportunistic" in x["message"]
     # A TLS 1.1-only or TLS-1.2-less server is none of these: the floor rule stays quiet.
     assert "tls-12-not-supported" not in found
     legacy = [x for x in entry["findings"] if x["rule_id"] == "tls-legacy-protocols"]
@@ -142,3 +147,11 @@ def test_opensmtpd_hardened_has_no_usable_version_and_one_finding(opensmtpd: Lab
     # No usable version: the suite and protocol rules have nothing to flag, nothing was "accepted".
     assert not {x["rule_id"] for x in entry["findings"]} & {"tls-legacy-protocols", "tls-13-not-supported", "tls-null-export-suites"}
     assert f["tls.cert.handshake_ok"] is False and f["tls.cert.source"] == "failed handshake"
+
+
+def test_policies_set_the_severity_of_anonymous_suites_on_an_mx(postfix_insecure: LabServer, tmp_path: Path) -> None:
+    # The insecure Postfix accepts ADH/AECDH on port 25 (smtpd_tls_ciphers with aNULL).
+    for policy, severity in (("mta-opportunistic", "info"), ("mozilla-intermediate", "medium")):
+        entry = scan(postfix_insecure, tmp_path, "--policy", policy)
+        (anon,) = [x for x in entry["findings"] if x["rule_id"] == "tls-anonymous-suites-mx"]
+        assert anon["severity"] == severity, policy
