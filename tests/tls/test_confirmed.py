@@ -257,3 +257,63 @@ def test_confirmation_states() -> None:
     # A timeout decides nothing: TLS 1.2 is neither usable nor failed but undetermined (probe error).
     assert f["tls.protocols.accepted"] == ["SSLv3", "TLSv1.0"] and "TLSv1.2" in f["tls.protocols.undetermined"]
     assert f["tls.protocols.handshake_failed"] == ["TLSv1.3"]
+
+
+def test_silence_is_not_a_refusal() -> None:
+    # A server that never answers some hellos: those versions stay undecided, the probe ends in
+    # error, and "SSLv3 not accepted" can then not pass (facts of an unfinished probe prove no pass).
+    import asyncio
+
+    from smtpaudit.catalog import load_catalog
+    from smtpaudit.engine.judge import judge_entry
+    from smtpaudit.probes.tls.protocols import facts_from_scan
+    from smtpaudit.probes.tls.registry import load_registry
+    from smtpaudit.probes.tls.scanner import ScanConfig, TlsScanner
+    from tests.tls import fakes
+    from tests.tls.fakes import FakeTls
+
+    model = FakeTls(versions={0x0303}, suites=[0xC02F])
+
+    async def picky(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.read(5)
+        if head[:1] == b"\x16" and head[1:3] == b"\x03\x00":  # SSLv3 record: say nothing
+            await asyncio.sleep(3)
+            writer.close()
+            return
+        feed = asyncio.StreamReader()
+        feed.feed_data(head)
+
+        async def pump() -> None:
+            while data := await reader.read(4096):
+                feed.feed_data(data)
+            feed.feed_eof()
+
+        task = asyncio.create_task(pump())
+        try:
+            await model.handler(feed, writer)
+        finally:
+            task.cancel()
+
+    async def main():
+        served = await fakes.serve(picky)
+        try:
+            s = TlsScanner(served.connect, ScanConfig(timeout=0.5, connect_retries=0, server_name="mx.example.net"))
+            res = await s.scan_protocols(("SSLv3", "TLSv1.2"))
+            return res, await s.confirm(res)
+        finally:
+            await served.close()
+
+    res, conf = asyncio.run(main())
+    assert res["SSLv3"].accepted is None and res["TLSv1.2"].accepted is True
+    f = facts_from_scan(load_registry(), res, tls13_groups=[], tls12_curves=[], compression=None, fallback=None,
+                        errors=[], confirmations=conf)
+    assert "SSLv3" in f["tls.protocols.undetermined"] and "SSLv3" not in f["tls.protocols.rejected"]
+    entry = {
+        "endpoint": {"id": "127.0.0.1:25", "host": "127.0.0.1", "port": 25, "mode": "starttls", "role": "mx"},
+        "facts": {"endpoint.role": "mx", "endpoint.mode": "starttls", "smtp.greeting.code": 220, **f},
+        "probes": [{"probe": "smtp.session", "status": "ok"},
+                   {"probe": "tls.protocols", "status": "error", "error_reason": "read_timeout", "error_message": "could not test SSLv3"}],
+    }
+    judge_entry(entry, tls_rules(), {n: s.probe for n, s in load_catalog().facts.items()})
+    assert "tls-sslv3-accepted" in {x["rule_id"] for x in entry["not_evaluated"]}
+    assert "tls-sslv3-accepted" not in entry["passed"]

@@ -219,6 +219,9 @@ class TlsScanner:
         res = ProtocolResult("SSLv2", accepted=False)
         specs = [s.code for s in self.reg.suites if s.sslv2]
         out = await self.hello(codec.build_sslv2_client_hello(specs), label=f"SSLv2 CLIENT-HELLO ({len(specs)} cipher specs)", sslv2=True)
+        if out.kind == wire.TIMEOUT:
+            # One retry, as for the other versions: a slow start must not decide anything.
+            out = await self.hello(codec.build_sslv2_client_hello(specs), label=f"SSLv2 CLIENT-HELLO ({len(specs)} cipher specs, retry)", sslv2=True)
         res.detail = out.describe()
         if out.kind == wire.SSLV2_HELLO and out.sslv2 is not None:
             offered = set(specs)
@@ -234,6 +237,8 @@ class TlsScanner:
             res.errors.append(out.detail)
         elif out.kind in (wire.TIMEOUT, wire.GARBAGE):
             res.errors.append(f"SSLv2: {out.describe()}")
+            if out.kind == wire.TIMEOUT:
+                res.accepted = None  # silence decides nothing
         return res
 
     def _chunks(self, codes: list[int]) -> list[list[int]]:
@@ -276,6 +281,10 @@ class TlsScanner:
                 if out.kind != wire.HELLO or sh is None:
                     if out.kind in (wire.TIMEOUT, wire.GARBAGE):
                         res.errors.append(f"{protocol}: {out.describe()}")
+                    if out.kind == wire.TIMEOUT and not res.suites:
+                        # Silence (twice) is not a refusal: the version stays undecided, so a
+                        # server that stalls on SSLv3 hellos does not pass "SSLv3 not accepted".
+                        res.accepted = None
                     break
                 if sh.negotiated_version != version:
                     # The server answered with another version: it does not do this one (with these suites).
