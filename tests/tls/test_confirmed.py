@@ -317,3 +317,23 @@ def test_silence_is_not_a_refusal() -> None:
     judge_entry(entry, tls_rules(), {n: s.probe for n, s in load_catalog().facts.items()})
     assert "tls-sslv3-accepted" in {x["rule_id"] for x in entry["not_evaluated"]}
     assert "tls-sslv3-accepted" not in entry["passed"]
+
+
+def test_policy_severity_table_is_validated(tmp_path: Path) -> None:
+    from smtpaudit.catalog import load_catalog
+    from smtpaudit.engine.policy import apply_policy, load_policy
+    from smtpaudit.engine.rules import RuleSetError, load_rules
+
+    known = {n: s.type for n, s in load_catalog().facts.items()}
+    rules = load_rules([Path("rules")], known)
+    pol = tmp_path / "p.toml"
+    pol.write_text('id = "p"\nversion = "1"\ntitle = "P"\n[severity]\n"tls-anonymous-suites-mx" = "severe"\n')
+    with pytest.raises(RuleSetError, match="severity"):
+        load_policy(pol)
+    pol.write_text('id = "p"\nversion = "1"\ntitle = "P"\n[severity]\n"no-such-rule" = "low"\n')
+    with pytest.raises(RuleSetError, match="no-such-rule"):
+        apply_policy(load_policy(pol), rules, known)
+    pol.write_text('id = "p"\nversion = "1"\ntitle = "P"\n[severity]\n"tls12-cbc-only-mx" = "high"\n')
+    raised = apply_policy(load_policy(pol), rules, known)["tls12-cbc-only-mx"]
+    assert (raised.severity, raised.score) == ("high", 7.5)
+    assert load_policy(pol).to_json()["severity"] == {"tls12-cbc-only-mx": "high"}
