@@ -155,3 +155,22 @@ def test_policies_set_the_severity_of_anonymous_suites_on_an_mx(postfix_insecure
         entry = scan(postfix_insecure, tmp_path, "--policy", policy)
         (anon,) = [x for x in entry["findings"] if x["rule_id"] == "tls-anonymous-suites-mx"]
         assert anon["severity"] == severity, policy
+
+
+def test_anonymous_friendly_postfix_still_shows_its_certificate(postfix_insecure: LabServer, lab_reconfigure, tmp_path: Path) -> None:
+    # Issue 15: Postfix with client preference (tls_preempt_cipherlist = no), anonymous suites and
+    # no TLS 1.3. A certificate handshake that also offered aNULL got an anonymous suite, no
+    # certificate, and every certificate rule "passed": it graded above its twin without aNULL.
+    no13 = {"smtpd_tls_protocols": ">=TLSv1, <=TLSv1.2", "smtpd_tls_mandatory_protocols": ">=TLSv1, <=TLSv1.2"}
+    lab_reconfigure(postfix_insecure, **no13)
+    with_anon = scan(postfix_insecure, tmp_path)
+    lab_reconfigure(postfix_insecure, **no13, smtpd_tls_exclude_ciphers="aNULL")
+    without_anon = scan(postfix_insecure, tmp_path)
+    fa, fw = with_anon["facts"], without_anon["facts"]
+    assert fa["tls.protocols.accepted"][-1] == "TLSv1.2" and "anon" in fa["tls.suites.flags"]
+    assert "anon" not in fw["tls.suites.flags"]
+    assert fa["tls.cert.chain_length"] == 1 and not fa["tls.cert.handshake_cipher"].startswith(("ADH", "AECDH"))
+    cert_a = {x["rule_id"] for x in with_anon["findings"] if x["rule_id"].startswith("tls-cert-")}
+    cert_w = {x["rule_id"] for x in without_anon["findings"] if x["rule_id"].startswith("tls-cert-")}
+    assert cert_a == cert_w == {"tls-cert-weak-key", "tls-cert-weak-signature", "tls-cert-untrusted-mx"}
+    assert with_anon["score"]["score"] <= without_anon["score"]["score"], (with_anon["score"], without_anon["score"])
