@@ -174,3 +174,22 @@ def test_anonymous_friendly_postfix_still_shows_its_certificate(postfix_insecure
     cert_w = {x["rule_id"] for x in without_anon["findings"] if x["rule_id"].startswith("tls-cert-")}
     assert cert_a == cert_w == {"tls-cert-weak-key", "tls-cert-weak-signature", "tls-cert-untrusted-mx"}
     assert with_anon["score"]["score"] <= without_anon["score"]["score"], (with_anon["score"], without_anon["score"])
+
+
+def test_ecdsa_p256_postfix_all_curves_found(postfix_insecure: LabServer, postfix_hardened: LabServer, lab_reconfigure,
+                                             tmp_path: Path) -> None:
+    # Issue 15: with an ECDSA P-256 certificate, hellos without P-256 are refused (RFC 8422 5.1),
+    # so enumeration that drops each curve it found stopped at x25519, secp256r1. On a server that
+    # follows the client's order (tls_preempt_cipherlist = no) P-256 offered last brings out the rest.
+    ec = postfix_insecure.pki.ec
+    lab_reconfigure(postfix_insecure, smtpd_tls_cert_file=str(ec.chain), smtpd_tls_key_file=str(ec.key),
+                    smtpd_tls_exclude_ciphers="aNULL")
+    f = scan(postfix_insecure, tmp_path)["facts"]
+    assert all(i["auth"] == "ECDSA" for i in f["tls.suites.accepted"] if i["protocol"] == "TLSv1.2" and "ECDHE" in i["name"])
+    assert {"x25519", "secp256r1", "x448", "secp384r1", "secp521r1"} <= set(f["tls.groups.tls12"]), f["tls.groups.tls12"]
+    # A server that imposes its own order always picks P-256 over the curves left: what could
+    # not be enumerated is said, not implied absent (TLS 1.3 groups are unaffected).
+    lab_reconfigure(postfix_hardened, smtpd_tls_chain_files=f"{ec.key}, {ec.chain}")
+    f = scan(postfix_hardened, tmp_path)["facts"]
+    assert any("not enumerated" in e for e in f["tls.scan.errors"]), f["tls.scan.errors"]
+    assert {"x25519", "secp256r1", "x448", "secp384r1", "secp521r1"} <= set(f["tls.groups.tls13"])
