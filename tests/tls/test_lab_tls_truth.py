@@ -193,3 +193,21 @@ def test_ecdsa_p256_postfix_all_curves_found(postfix_insecure: LabServer, postfi
     f = scan(postfix_hardened, tmp_path)["facts"]
     assert any("not enumerated" in e for e in f["tls.scan.errors"]), f["tls.scan.errors"]
     assert {"x25519", "secp256r1", "x448", "secp384r1", "secp521r1"} <= set(f["tls.groups.tls13"])
+
+
+def test_best_tls11_postfix_grades_below_tls10_to_12(postfix_insecure: LabServer, lab_reconfigure, tmp_path: Path) -> None:
+    # Issue 15 / RFC 8996, RFC 9325: TLS 1.2 is the floor. A server stuck at TLS 1.1 must not grade
+    # above the same server offering TLS 1.0-1.2, and must say "TLS 1.2 not supported".
+    grades = ["A+", "A", "B", "C", "D", "E", "F"]
+    common = {"smtpd_tls_exclude_ciphers": "eNULL, aNULL"}
+    lab_reconfigure(postfix_insecure, smtpd_tls_protocols=">=TLSv1, <=TLSv1.1", smtpd_tls_mandatory_protocols=">=TLSv1, <=TLSv1.1", **common)
+    old = scan(postfix_insecure, tmp_path)
+    lab_reconfigure(postfix_insecure, smtpd_tls_protocols=">=TLSv1, <=TLSv1.2", smtpd_tls_mandatory_protocols=">=TLSv1, <=TLSv1.2", **common)
+    span = scan(postfix_insecure, tmp_path)
+    assert old["facts"]["tls.protocols.accepted"] == ["TLSv1.0", "TLSv1.1"]
+    assert span["facts"]["tls.protocols.accepted"] == ["TLSv1.0", "TLSv1.1", "TLSv1.2"]
+    (floor,) = [x for x in old["findings"] if x["rule_id"] == "tls-12-not-supported"]
+    assert "TLSv1.1" in floor["message"]
+    assert "tls-12-not-supported" not in {x["rule_id"] for x in span["findings"]}
+    assert old["score"]["score"] < span["score"]["score"]
+    assert grades.index(old["score"]["grade"]) > grades.index(span["score"]["grade"]), (old["score"], span["score"])
