@@ -211,3 +211,34 @@ def test_best_tls11_postfix_grades_below_tls10_to_12(postfix_insecure: LabServer
     assert "tls-12-not-supported" not in {x["rule_id"] for x in span["findings"]}
     assert old["score"]["score"] < span["score"]["score"]
     assert grades.index(old["score"]["grade"]) > grades.index(span["score"]["grade"]), (old["score"], span["score"])
+
+
+def test_ip_target_certificate_checked_against_the_servers_own_names(postfix_insecure: LabServer, lab_reconfigure,
+                                                                    tmp_path: Path) -> None:
+    # A certificate for mail.lab.test only (no IP address), scanned as 127.0.0.1: the server calls
+    # itself mail.lab.test in its greeting and EHLO, so the name fits; a mismatch only when none does.
+    from tests.tls.certgen import make_cert
+
+    certdir = tmp_path / "pki"
+    certdir.mkdir()
+    certdir.chmod(0o755)
+    cert, key = make_cert(certdir, name="mail.lab.test", sans=("mail.lab.test",))
+    for p in (cert, key):
+        p.chmod(0o644)
+    lab_reconfigure(postfix_insecure, smtpd_tls_cert_file=str(cert), smtpd_tls_key_file=str(key))
+    entry = scan(postfix_insecure, tmp_path)
+    f = entry["facts"]
+    assert f["tls.cert.san"] == ["mail.lab.test"] and f["tls.cert.matches_host"] is False
+    assert f["tls.cert.names_tried"] == ["127.0.0.1", "mail.lab.test"] and f["tls.cert.matches_any"] is True
+    assert "tls-cert-name-mismatch-mx" in entry["passed"]
+    # The same certificate under a banner naming another host: nothing fits, and the finding says what was tried.
+    other = tmp_path / "other"
+    other.mkdir()
+    other.chmod(0o755)
+    cert2, key2 = make_cert(other, name="other.example.net", sans=("other.example.net",))
+    for p in (cert2, key2):
+        p.chmod(0o644)
+    lab_reconfigure(postfix_insecure, smtpd_tls_cert_file=str(cert2), smtpd_tls_key_file=str(key2))
+    entry = scan(postfix_insecure, tmp_path)
+    (miss,) = [x for x in entry["findings"] if x["rule_id"] == "tls-cert-name-mismatch-mx"]
+    assert "127.0.0.1" in miss["message"] and "mail.lab.test" in miss["message"]
