@@ -1,6 +1,10 @@
 """The ``tls.protocols`` probe: protocol versions, cipher suites, preference, groups, DH sizes,
-secure renegotiation, compression and TLS_FALLBACK_SCSV, all from hand-made hellos.
+secure renegotiation, compression and TLS_FALLBACK_SCSV, from hand-made hellos, confirmed by
+real handshakes.
 
+A ServerHello only says what the server *selected*. Each (version, suite class) it selected is
+then finished once with OpenSSL (``scanner.confirm``): only what completes is reported as
+accepted; what was selected and then failed is kept apart as evidence (``tls.handshake.*``).
 Turns ``scanner.TlsScanner`` results into the facts declared in
 ``smtpaudit/facts/tls.protocols.toml``. Observes only; the rules in ``rules/tls/`` judge.
 """
