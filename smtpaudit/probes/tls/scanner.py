@@ -479,7 +479,7 @@ class TlsScanner:
 
     # ------------------------------------------------------------------ completed handshakes
 
-    async def handshake(
+    async def full_handshake(
         self, *, label: str, protocol: str | None, ciphers: str, tls13_ciphers: str | None
     ) -> handshake.HandshakeResult | wire.HelloOutcome:
         """One full OpenSSL handshake on a fresh connection (through the slots, with retries on
@@ -554,7 +554,7 @@ class TlsScanner:
             else:
                 ciphers, tls13 = ":".join(names) + ":@SECLEVEL=0", None
             label = f"full handshake {c.protocol} {c.kx}/{c.auth} ({len(names)} suites)"
-            out = await self.handshake(label=label, protocol=c.protocol, ciphers=ciphers, tls13_ciphers=tls13)
+            out = await self.full_handshake(label=label, protocol=c.protocol, ciphers=ciphers, tls13_ciphers=tls13)
             if isinstance(out, wire.HelloOutcome):
                 c.outcome, c.detail = CONNECT_ERROR, out.detail
                 return
