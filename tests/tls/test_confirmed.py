@@ -337,3 +337,56 @@ def test_policy_severity_table_is_validated(tmp_path: Path) -> None:
     raised = apply_policy(load_policy(pol), rules, known)["tls12-cbc-only-mx"]
     assert (raised.severity, raised.score) == ("high", 7.5)
     assert load_policy(pol).to_json()["severity"] == {"tls12-cbc-only-mx": "high"}
+
+
+# --------------------------------------------------------------------------- hostile handshakes
+
+@pytest.mark.parametrize("behaviour, outcome, words", [
+    ("stall", "timeout", "timed out"),        # a ServerHello, then nothing: no decision, never "completed"
+    ("drip", "timeout", "timed out"),         # one byte at a time: the deadline holds
+    ("garbage", "failed", "TLS handshake failed"),
+    ("flood", "failed", "TLS handshake failed"),  # endless records: refused at once, no hang
+    ("close", "failed", "closed the connection"),
+])
+def test_full_handshake_against_hostile_servers(behaviour: str, outcome: str, words: str) -> None:
+    import asyncio
+
+    from smtpaudit.probes.tls import handshake
+    from tests.tls import fakes
+
+    async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(4096)
+        if behaviour == "stall":
+            writer.write(fakes.server_hello(0x0303, 0xC02F))
+            await writer.drain()
+            await asyncio.sleep(5)
+        elif behaviour == "drip":
+            for b in fakes.server_hello(0x0303, 0xC02F):
+                writer.write(bytes([b]))
+                await writer.drain()
+                await asyncio.sleep(0.05)
+        elif behaviour == "garbage":
+            writer.write(b"220 this is not TLS\r\n" * 10)
+            await writer.drain()
+            await asyncio.sleep(1)
+        elif behaviour == "flood":
+            record = b"\x17\x03\x03\x40\x00" + b"\x00" * 0x4000
+            for _ in range(80):
+                writer.write(record)
+                await writer.drain()
+        # close: return at once
+
+    async def main() -> handshake.HandshakeResult:
+        served = await fakes.serve(server)
+        try:
+            reader, writer = await served.connect()
+            try:
+                return await handshake.run_handshake(reader, writer, server_name="mx.example.net", timeout=1.0, max_bytes=200_000)
+            finally:
+                writer.close()
+        finally:
+            await served.close()
+
+    res = asyncio.run(main())
+    assert res.outcome == outcome and words in res.detail, (res.outcome, res.detail)
+    assert not res.completed

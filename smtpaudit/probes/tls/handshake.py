@@ -62,6 +62,10 @@ def client_connection(
 
     ctx = SSL.Context(SSL.TLS_METHOD)
     ctx.set_verify(SSL.VERIFY_NONE, lambda *a: True)
+    # OpenSSL 3 clients refuse servers without RFC 5746 renegotiation_info; older clients (and
+    # most MTAs' libraries) do not. Whether the server *can* finish is the question here; the
+    # missing extension is judged on its own (tls-insecure-renegotiation).
+    ctx.set_options(getattr(SSL, "OP_LEGACY_SERVER_CONNECT", 0x4))
     try:
         if protocol is None:
             ctx.set_min_proto_version(SSL.TLS1_VERSION)
