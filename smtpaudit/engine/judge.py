@@ -53,6 +53,10 @@ def endpoint_status(entry: Mapping[str, Any]) -> tuple[EndpointStatus, list[dict
     facts = entry.get("facts", {})
     session = next((p for p in entry.get("probes", []) if p["probe"] == SESSION_PROBE), None)
     if session is not None and session.get("status") != ProbeStatus.OK and facts.get("smtp.greeting.code") != 220:
+        tls_seen = any(p["probe"].startswith("tls.") and p.get("status") == ProbeStatus.OK for p in entry.get("probes", []))
+        if _probe_reason(session) is Reason.TLS_HANDSHAKE and tls_seen:
+            # Implicit TLS that no client can complete: reached, its TLS judged, its SMTP never seen.
+            return EndpointStatus.INCOMPLETE, reasons
         return EndpointStatus.UNREACHABLE, reasons
     if entry.get("error") and not any(p.get("status") == ProbeStatus.OK for p in entry.get("probes", [])):
         # The orchestrator could not even start (e.g. the deadline hit before the first probe).
