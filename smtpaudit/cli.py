@@ -242,12 +242,17 @@ def _write(report: dict[str, Any], args: argparse.Namespace) -> None:
         sys.stdout.write(content)
 
 
+def counts_for_gate(finding: dict[str, Any]) -> bool:
+    """A finding with "gate": false (an unreliable version guess, engine/quality.py) never fails the scan."""
+    return finding.get("gate", True) is not False
+
+
 def exit_code_for(report: dict[str, Any], fail_on: str) -> int:
     if any(e["status"] == "failed" for e in report["endpoints"]):
         return EXIT_UNSCANNED
     for e in report["endpoints"]:
         for f in e["findings"]:
-            if not f.get("suppressed") and at_or_above(f["severity"], fail_on):
+            if not f.get("suppressed") and counts_for_gate(f) and at_or_above(f["severity"], fail_on):
                 return EXIT_FINDINGS
     return EXIT_OK
 

@@ -109,13 +109,17 @@ def judge_endpoint(
                     "title": rule.title,
                     "severity": rule.severity,
                     "score": rule.score,
-                    "confidence": rule.confidence,
+                    "confidence": out.confidence or rule.confidence,
                     "family": rule.family,
                     "tags": rule.tags,
                     "message": out.message,
                     "evidence": {"facts": out.evidence, "probes": probes},
                     "fingerprint": finding_fingerprint(rule.id, entry["endpoint"]["id"]),
                     "suppressed": None,
+                    # Version guesses below the quality floor are listed but do not gate (engine/quality.py).
+                    "detection_quality": out.detection_quality,
+                    "detection_method": out.detection_method,
+                    "gate": out.gate,
                 }
             )
         elif out.status == "not_evaluated":
@@ -146,6 +150,7 @@ def rescore(entry: dict[str, Any], rules: Mapping[str, Rule] | None = None) -> N
             f["rule_id"], f["severity"], f["confidence"],
             (rules[f["rule_id"]].grade_cap if rules and f["rule_id"] in rules else f.get("grade_cap")),
             f["title"],
+            gate=f.get("gate", True) is not False,
         )
         for f in open_findings
     ]

@@ -9,6 +9,8 @@ Formula (printed in reports):
   caps: a rule may set grade_cap; the grade is the worse of the score grade and every cap of an
   open finding (e.g. an open relay or plaintext AUTH caps at F, TLS 1.0 at B). Suppressed findings
   and rules not evaluated do not count, but a grade with rules not evaluated is marked incomplete.
+  Findings with "gate": false (a version guess below detection quality 70, e.g. a banner version of
+  software distributions backport) are listed but count for neither the score nor the caps.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class ScoredFinding:
     confidence: str
     grade_cap: str | None = None
     title: str = ""
+    gate: bool = True  # False: listed, but kept out of score and caps (engine/quality.py)
 
 
 @dataclass
@@ -58,7 +61,7 @@ def worse(a: str, b: str) -> str:
 
 
 def score_endpoint(findings: Iterable[ScoredFinding], *, complete: bool = True) -> Score:
-    findings = list(findings)
+    findings = [f for f in findings if f.gate]
     penalty = sum(WEIGHTS[f.severity] * CONFIDENCE_FACTOR[f.confidence] for f in findings)
     value = max(0, round(100 - penalty))
     grade = grade_for(value, only_info=all(f.severity == "info" for f in findings))

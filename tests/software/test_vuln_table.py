@@ -119,7 +119,7 @@ def test_table_schema_version(table: dict) -> None:
 REQUIRED = {"id": str, "aliases": list, "product": str, "title": str, "summary": str, "affected": list,
             "fixed": list, "cvss_source": str, "attack_surface": str, "preconditions": str,
             "verified": str, "sources": list}
-OPTIONAL = {"cvss": float, "cvss_vector": str, "notes": str}
+OPTIONAL = {"cvss": float, "cvss_vector": str, "notes": str, "requires": list, "active_test": str}
 
 
 def test_entries_have_required_keys_and_types(table: dict) -> None:

@@ -114,6 +114,7 @@ class SessionProbe:
         f["software.version"] = fp.version
         f["software.version_source"] = fp.source if fp.version else None
         f["software.evidence"] = fp.evidence
+        f["software.distribution"] = fp.distribution
 
     async def _observe(self, endpoint: Endpoint, ctx: ProbeContext, result: ProbeResult, transcript: Transcript) -> None:
         f = result.facts
