@@ -119,6 +119,8 @@ def expand_table(data: Mapping[str, Any], path: Path, known_facts: Mapping[str, 
         if entry["attack_surface"] not in REMOTE_SURFACES:
             description += f" Not reachable through the SMTP listener itself ({entry['attack_surface']}); severity is capped."
         requires = []
+        if not isinstance(entry.get("requires", []), list):
+            raise RuleError(path, f"{where}.requires", "expected an array of precondition names")
         for name in entry.get("requires", []):
             if name not in preconditions:
                 raise RuleError(path, f"{where}.requires", f"unknown precondition {name!r} (declare it in [precondition.{name}])")
