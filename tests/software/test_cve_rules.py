@@ -138,3 +138,20 @@ def test_table_errors_name_the_key(tmp_path):
                                                  "method": "remote_active", "message": "m"}}}
     with pytest.raises(RuleError, match=r"active_test\.x\.ran"):
         expand_table(bad_active, tmp_path / "t.toml", KNOWN)
+
+
+def _scan(*findings):
+    entry = {"endpoint": {"id": "smtp://192.0.2.1:25", "url": "smtp://192.0.2.1:25"}, "status": "scanned",
+             "findings": list(findings), "passed": [], "not_applicable": [], "score": {"score": 100, "grade": "A+"}}
+    return {"endpoints": [entry], "tool": {"version": "test"}, "ruleset": {"rules": {}}}
+
+
+def test_diff_alert_ignores_new_non_gating_findings():
+    from smtpaudit import diff as differ
+
+    guess = {"rule_id": "cve-x", "title": "t", "severity": "high", "confidence": "tentative", "message": "m",
+             "fingerprint": "0" * 16, "suppressed": None, "gate": False}
+    result = differ.compare(_scan(), _scan(guess))
+    assert result["totals"]["new"] == 1 and result["endpoints"][0]["new"][0]["gate"] is False
+    assert not differ.has_new_at_or_above(result, "low")
+    assert differ.has_new_at_or_above(differ.compare(_scan(), _scan({**guess, "gate": True})), "low")
