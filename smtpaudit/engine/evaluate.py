@@ -114,7 +114,7 @@ def judge(
 
 def _finding(rule: Rule, facts: Mapping[str, Any], used: dict[str, Any]) -> Outcome:
     """A finding, with the detection quality the first matching override (or the rule) gives it."""
-    quality, method, note = rule.detection_quality, rule.detection_method, None
+    quality, method, note = rule.detection_quality, rule.detection_method, rule.detection_note
     for override in rule.quality_overrides:
         r = evaluate(override["when"], facts, rule.params)
         if r.value is True:
@@ -124,6 +124,8 @@ def _finding(rule: Rule, facts: Mapping[str, Any], used: dict[str, Any]) -> Outc
     message = render_message(rule, facts)
     if note:
         message = f"{message}; {render_message(rule, facts, note)}"
+    if not gates(quality):
+        message += f" [detection quality {quality}: listed, not counted in grade or exit code]"
     return Outcome(rule.id, "finding", message, evidence=dict(sorted(used.items())), detection_quality=quality,
                    detection_method=method, gate=gates(quality))
 

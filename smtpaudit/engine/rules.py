@@ -69,6 +69,7 @@ class Rule:
     # endpoint must show for the flaw to be reachable, and the active test that overrides the guess.
     detection_quality: int | None = None
     detection_method: str | None = None
+    detection_note: str | None = None  # why the base quality is what it is (appended to the message)
     quality_overrides: list[dict[str, Any]] = field(default_factory=list)  # {when, quality, method, reason}; first true wins
     requires: list[dict[str, Any]] = field(default_factory=list)  # {name, description, when}; each must hold
     active: dict[str, Any] | None = None  # {test, probe, ran, when, quality, method, reported_by}

@@ -145,8 +145,10 @@ def expand_table(data: Mapping[str, Any], path: Path, known_facts: Mapping[str, 
             description += (f" When the active test {test} ({act['probe']}) ran, its result replaces the version "
                             "match: confirmed, or passed.")
         # How far the banner can be trusted: software that distributions patch in place is a guess.
+        note = None
         if product in backported:
             method = dq.get("backported_method", "remote_banner_unreliable")
+            note = f"distributions patch {product} without changing the version it reports"
         else:
             method = dq.get("banner_method", "remote_banner")
         overrides = []
@@ -186,6 +188,7 @@ def expand_table(data: Mapping[str, Any], path: Path, known_facts: Mapping[str, 
                 origin="generated",
                 detection_quality=METHODS[method],
                 detection_method=method,
+                detection_note=note,
                 quality_overrides=overrides,
                 requires=requires,
                 active=active,
