@@ -40,6 +40,7 @@ def nmap_response(entry: dict) -> str | None:
     return None  # nmap sends EHLO without a name: a different reply
 
 
+@pytest.mark.peer
 def test_corpus_agrees_with_nmap_database() -> None:
     require(PROBES_FILE, "nmap-service-probes")
     matches, _failed = load_smtp_matches()

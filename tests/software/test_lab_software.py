@@ -54,6 +54,7 @@ def scan(server: LabServer, tmp_path: Path, *extra: str) -> tuple[int, dict]:
 AGREEMENT: dict[str, dict[str, str]] = {}
 
 
+@pytest.mark.peer
 @pytest.mark.parametrize("fixture", ["postfix_hardened", "postfix_insecure", "postfix_debian", "exim_secure", "exim_insecure", "opensmtpd"])
 def test_fingerprint_matches_package_and_nmap(request: pytest.FixtureRequest, lab_reconfigure, tmp_path: Path, fixture: str) -> None:
     if fixture == "postfix_debian":
