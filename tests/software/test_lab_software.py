@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from smtpaudit.cli import main
+from tests.lab.fixtures import INSTALL_HINT, lab_unavailable
 from tests.lab.server import LabServer
 from tests.report_schema import assert_valid_report
 from tests.software.nmap_db import PRODUCT_MAP, nmap_sv
@@ -39,7 +40,7 @@ def installed_version(mta: str) -> str:
         found = sorted(LAB_DEBS.glob(deb))
         out = found[0].name.split("_")[1] if found else ""
     if not out:
-        pytest.skip(f"cannot tell which {mta} package the lab runs")
+        lab_unavailable(f"cannot tell which {mta} package the lab runs: {INSTALL_HINT}")
     return re.sub(r"-[^-]*$", "", out.split(":")[-1])  # drop epoch and Debian revision
 
 
@@ -49,9 +50,6 @@ def scan(server: LabServer, tmp_path: Path, *extra: str) -> tuple[int, dict]:
     report = json.loads(out.read_text())
     assert_valid_report(report)
     return code, report["endpoints"][0]
-
-
-AGREEMENT: dict[str, dict[str, str]] = {}
 
 
 @pytest.mark.peer
@@ -71,9 +69,9 @@ def test_fingerprint_matches_package_and_nmap(request: pytest.FixtureRequest, la
         assert facts["software.evidence"].endswith(f"ESMTP Postfix {truth_version} (Debian/GNU)")
         assert facts["software.distribution"] == "debian"
     nmap_product, nmap_version, raw = nmap_sv(server.host, server.ports["smtp"])
-    AGREEMENT[fixture] = {"ours": f"{facts['software.product']} {facts['software.version'] or '-'}",
-                          "nmap": f"{nmap_product or '-'} {nmap_version or '-'}"}
-    print(f"\n{fixture}: smtpaudit {AGREEMENT[fixture]['ours']} | nmap -sV {AGREEMENT[fixture]['nmap']} | package {server.mta} {truth_version}")
+    # The measurement docs/software-vulnerabilities.md reports (run with -s to see it).
+    print(f"\n{fixture}: smtpaudit {facts['software.product']} {facts['software.version'] or '-'} | "
+          f"nmap -sV {nmap_product or '-'} {nmap_version or '-'} | package {server.mta} {truth_version}")
     # nmap names the product of every lab server; where it reads a version, it is the same as ours.
     assert PRODUCT_MAP.get(nmap_product) == server.mta, raw[-2000:]
     if nmap_version:
