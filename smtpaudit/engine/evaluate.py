@@ -13,12 +13,13 @@ from typing import Any, Mapping
 from smtpaudit.engine.conditions import evaluate
 from smtpaudit.engine.quality import gates
 from smtpaudit.engine.rules import Rule
+from smtpaudit.outcomes import RuleOutcome
 
 
 @dataclass
 class Outcome:
     rule_id: str
-    status: str  # finding | pass | not_evaluated | not_applicable
+    status: RuleOutcome
     message: str | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
@@ -68,7 +69,7 @@ def judge(
     """
     role, mode = facts.get("endpoint.role"), facts.get("endpoint.mode")
     if (role is not None and role not in rule.roles) or (mode is not None and mode not in rule.modes):
-        return Outcome(rule.id, "not_applicable", reason=f"applies to roles {list(rule.roles)} and modes {list(rule.modes)}")
+        return Outcome(rule.id, RuleOutcome.NOT_APPLICABLE, reason=f"applies to roles {list(rule.roles)} and modes {list(rule.modes)}")
     if rule.active:
         decided = _judge_active(rule, facts)
         if decided is not None:
@@ -85,18 +86,21 @@ def judge(
             used.update(r.used)
             if r.value is False:
                 # What the endpoint showed rules the flaw out, whatever the version says.
-                return Outcome(rule.id, "not_applicable", reason=f"precondition not met: {req['description']}",
+                return Outcome(rule.id, RuleOutcome.NOT_APPLICABLE, reason=f"precondition not met: {req['description']}",
                                evidence=dict(sorted(used.items())))
             if r.value is None:
                 missing |= r.missing
         if not missing:
             return _finding(rule, facts, used)
     if ev.value is False:
-        return Outcome(rule.id, "pass", evidence=dict(sorted(used.items())))
+        if ev.used and all(f.startswith("endpoint.") for f in ev.used):
+            # Decided by what the endpoint is (role, port, a policy's scope), not by anything observed.
+            return Outcome(rule.id, RuleOutcome.NOT_APPLICABLE, reason="out of the rule's scope for this endpoint")
+        return Outcome(rule.id, RuleOutcome.PASSED, evidence=dict(sorted(used.items())))
     missing_probes = {fact_probe.get(f, "?") for f in missing}
     na = probe_not_applicable or {}
     if missing_probes and missing_probes <= set(na):
-        return Outcome(rule.id, "not_applicable", reason="; ".join(f"{p}: {na[p]}" for p in sorted(missing_probes)))
+        return Outcome(rule.id, RuleOutcome.NOT_APPLICABLE, reason="; ".join(f"{p}: {na[p]}" for p in sorted(missing_probes)))
     reasons = []
     for probe in sorted(missing_probes):
         if probe in probe_errors:
@@ -105,7 +109,7 @@ def judge(
             reasons.append(f"probe {probe} did not observe it")
     return Outcome(
         rule.id,
-        "not_evaluated",
+        RuleOutcome.NOT_EVALUATED,
         reason="missing facts " + ", ".join(sorted(missing)) + " (" + "; ".join(reasons) + ")",
         missing=sorted(missing),
         evidence=dict(sorted(used.items())),
@@ -126,7 +130,7 @@ def _finding(rule: Rule, facts: Mapping[str, Any], used: dict[str, Any]) -> Outc
         message = f"{message}; {render_message(rule, facts, note)}"
     if not gates(quality):
         message += f" [detection quality {quality}: listed, not counted in grade or exit code]"
-    return Outcome(rule.id, "finding", message, evidence=dict(sorted(used.items())), detection_quality=quality,
+    return Outcome(rule.id, RuleOutcome.FINDING, message, evidence=dict(sorted(used.items())), detection_quality=quality,
                    detection_method=method, gate=gates(quality))
 
 
@@ -141,10 +145,10 @@ def _judge_active(rule: Rule, facts: Mapping[str, Any]) -> Outcome | None:
     if ev.value is True:
         quality = active["quality"]
         message = render_message(rule, facts, active.get("message"))
-        return Outcome(rule.id, "finding", message, evidence=used, confidence="firm", detection_quality=quality,
+        return Outcome(rule.id, RuleOutcome.FINDING, message, evidence=used, confidence="firm", detection_quality=quality,
                        detection_method=active["method"], gate=gates(quality))
     if ev.value is False:
-        return Outcome(rule.id, "pass", evidence=used,
+        return Outcome(rule.id, RuleOutcome.PASSED, evidence=used,
                        reason=f"the active test {active['test']} ran and did not show the flaw; it overrides the version-based match")
     return None
 
@@ -169,7 +173,8 @@ def check_examples(rule: Rule) -> list[str]:
         probe = Rule(**{**rule.__dict__, "params": params})
         facts = {**ex["facts"], **{name: None for name in ex.get("nulls", [])}}
         out = judge(probe, facts, fact_probe={}, probe_errors={})
-        got = {"finding": "finding", "pass": "pass", "not_applicable": "pass"}.get(out.status, out.status)
+        # Examples say "pass" for "the rule does not fire": passed or not applicable.
+        got = {RuleOutcome.FINDING: "finding", RuleOutcome.PASSED: "pass", RuleOutcome.NOT_APPLICABLE: "pass"}.get(out.status, out.status.value)
         if got != ex["expect"]:
             problems.append(f"{rule.path}: examples[{i}]: expected {ex['expect']}, got {out.status}" + (f" ({out.reason})" if out.reason else ""))
     return problems

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from smtpaudit.catalog import load_catalog
-from smtpaudit.cli import exit_code_for
 from smtpaudit.engine.evaluate import judge
 from smtpaudit.engine.rules import RuleError, load_rules
 from smtpaudit.engine.scoring import ScoredFinding, score_endpoint
 from smtpaudit.engine.vulntable import expand_table
+from smtpaudit.report.build import gate
 
 ROOT = Path(__file__).resolve().parents[2]
 KNOWN = {name: spec.type for name, spec in load_catalog().facts.items()}
@@ -56,7 +56,7 @@ def test_precondition_unobserved_is_not_evaluated(rules):
 
 def test_precondition_irrelevant_when_version_is_fixed(rules):
     facts = {**EXIM_496, "software.version": "4.97", "smtp.auth.mechanisms": ["EXTERNAL"]}
-    assert outcome(rules["cve-2023-42115"], facts).status == "pass"
+    assert outcome(rules["cve-2023-42115"], facts).status == "passed"
 
 
 def test_two_preconditions_must_both_hold(rules):
@@ -70,7 +70,7 @@ def test_two_preconditions_must_both_hold(rules):
 def test_active_test_that_showed_nothing_overrides_the_banner(rules):
     facts = {**EXIM_496, "smtp.smuggling.tested": True, "smtp.smuggling.accepted_producible": []}
     out = outcome(rules["cve-2023-51766"], facts)
-    assert out.status == "pass" and "active test" in out.reason
+    assert out.status == "passed" and "active test" in out.reason
 
 
 def test_active_test_that_showed_the_flaw_confirms_it(rules):
@@ -91,7 +91,7 @@ def test_active_test_not_run_leaves_the_version_guess(rules):
 def test_active_test_on_another_product_does_not_confirm(rules):
     facts = {**EXIM_496, "software.product": "postfix", "software.version": "3.7.11",
              "smtp.smuggling.tested": True, "smtp.smuggling.accepted_producible": ["lf-dot-crlf"]}
-    assert outcome(rules["cve-2023-51766"], facts).status == "pass"
+    assert outcome(rules["cve-2023-51766"], facts).status == "passed"
 
 
 def test_banner_of_unpatched_product_gates_until_it_names_a_distribution(rules):
@@ -117,14 +117,14 @@ def test_score_and_caps_ignore_non_gating_findings():
 
 
 def _report(*findings):
-    return {"endpoints": [{"status": "scanned", "findings": list(findings)}]}
+    return {"endpoints": [{"endpoint": {"id": "smtp://192.0.2.1:25"}, "status": "complete", "findings": list(findings)}]}
 
 
 def test_exit_code_ignores_non_gating_findings():
     guess = {"rule_id": "cve-x", "severity": "high", "suppressed": None, "gate": False}
-    assert exit_code_for(_report(guess), "low") == 0
-    assert exit_code_for(_report({**guess, "gate": True}), "low") == 1
-    assert exit_code_for(_report({k: v for k, v in guess.items() if k != "gate"}), "low") == 1  # older reports
+    assert gate(_report(guess), "low")["exit_code"] == 0
+    assert gate(_report({**guess, "gate": True}), "low")["exit_code"] == 1
+    assert gate(_report({k: v for k, v in guess.items() if k != "gate"}), "low")["exit_code"] == 1  # older reports
 
 
 def test_table_errors_name_the_key(tmp_path):
@@ -141,7 +141,7 @@ def test_table_errors_name_the_key(tmp_path):
 
 
 def _scan(*findings):
-    entry = {"endpoint": {"id": "smtp://192.0.2.1:25", "url": "smtp://192.0.2.1:25"}, "status": "scanned",
+    entry = {"endpoint": {"id": "smtp://192.0.2.1:25", "url": "smtp://192.0.2.1:25"}, "status": "complete",
              "findings": list(findings), "passed": [], "not_applicable": [], "score": {"score": 100, "grade": "A+"}}
     return {"endpoints": [entry], "tool": {"version": "test"}, "ruleset": {"rules": {}}}
 
