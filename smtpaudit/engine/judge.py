@@ -150,7 +150,7 @@ def _finding(rule: Rule, out: Outcome, entry: Mapping[str, Any], fact_probe: Map
         "title": rule.title,
         "severity": rule.severity,
         "score": rule.score,
-        "confidence": rule.confidence,
+        "confidence": out.confidence or rule.confidence,
         "family": rule.family,
         "tags": rule.tags,
         "message": out.message,
@@ -158,6 +158,10 @@ def _finding(rule: Rule, out: Outcome, entry: Mapping[str, Any], fact_probe: Map
         "fingerprint": finding_fingerprint(rule.id, entry["endpoint"]["id"]),
         "grade_cap": rule.grade_cap,
         "suppressed": None,
+        # Version guesses below the quality floor are listed but do not gate (engine/quality.py).
+        "detection_quality": out.detection_quality,
+        "detection_method": out.detection_method,
+        "gate": out.gate,
     }
 
 
@@ -178,7 +182,8 @@ def rescore(entry: dict[str, Any], rules: Mapping[str, Rule] | None = None) -> N
         if rules and f["rule_id"] in rules:
             f["grade_cap"] = rules[f["rule_id"]].grade_cap
     scored = [
-        ScoredFinding(f["rule_id"], f["severity"], f["confidence"], f.get("grade_cap"), f["title"])
-        for f in entry["findings"] if f.get("gate", True) is not False
+        ScoredFinding(f["rule_id"], f["severity"], f["confidence"], f.get("grade_cap"), f["title"],
+                      gate=f.get("gate", True) is not False)
+        for f in entry["findings"]
     ]
     entry["score"] = score_endpoint(scored, complete=status is EndpointStatus.COMPLETE).to_json()
