@@ -574,3 +574,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("smtpaudit: interrupted\n")
         return 130
+    except BrokenPipeError:
+        # `smtpaudit report x.json | head`: the reader left; no traceback, and no second error
+        # when Python flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
