@@ -153,8 +153,9 @@ def _check_host(host: str, spec: str) -> str:
 
 
 def _check_port(text: str, spec: str) -> int:
-    if not text.isdigit():
-        raise TargetError(f"{spec!r}: port {text!r} is not a number between 1 and 65535")
+    # ASCII digits only ("²" and "٣" pass str.isdigit()), and short: int() of 5000 digits raises.
+    if not (text.isascii() and text.isdigit()) or len(text) > 5:
+        raise TargetError(f"{spec!r}: port {text[:20]!r}{'...' if len(text) > 20 else ''} is not a number between 1 and 65535")
     port = int(text)
     if not 1 <= port <= 65535:
         raise TargetError(f"{spec!r}: port {port} is out of range 1-65535")

@@ -82,7 +82,7 @@ def parse(record: str) -> Dmarc:
     pct = d.tags.get("pct")
     if pct is None:
         d.pct = 100
-    elif pct.isdigit() and 0 <= int(pct) <= 100:
+    elif pct.isascii() and pct.isdigit() and len(pct) <= 3 and 0 <= int(pct) <= 100:
         d.pct = int(pct)
     else:
         d.errors.append(f"pct={pct!r} is not an integer 0-100")

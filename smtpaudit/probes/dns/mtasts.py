@@ -74,7 +74,7 @@ def parse_policy(text: str) -> Policy:
         elif key == "mx":
             pol.mx.append(value.lower().rstrip("."))
         elif key == "max_age":
-            if value.isdigit() and len(value) <= 10:
+            if value.isascii() and value.isdigit() and len(value) <= 10:
                 pol.max_age = int(value)
             else:
                 pol.errors.append(f"line {n}: max_age {value!r} is not a number")

@@ -124,7 +124,7 @@ def _check_ip(kind: str, val: str | None) -> str | None:
         return f"{addr!r} is not an IP address"
     if (kind == "ip4") != (ip.version == 4):
         return f"{addr!r} is not an IPv{kind[-1]} address"
-    if plen and (not plen.isdigit() or int(plen) > (32 if ip.version == 4 else 128)):
+    if plen and (not (plen.isascii() and plen.isdigit()) or len(plen) > 3 or int(plen) > (32 if ip.version == 4 else 128)):
         return f"invalid prefix length {plen!r}"
     return None
 
