@@ -30,6 +30,7 @@ from smtpaudit.report import model, text
 from smtpaudit.targets import Endpoint, Role, TargetError, dedupe, parse_target, read_targets_file
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_UNSCANNED = 0, 1, 2, 3
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader went away
 
 EXIT_CODES_HELP = """exit codes:
   0  no open finding at or above --fail-on
@@ -130,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     df.add_argument("old", metavar="OLD.json")
     df.add_argument("new", metavar="NEW.json")
     df.add_argument("-o", "--output", metavar="FILE", help="write the diff here (default: stdout)")
-    df.add_argument("--format", choices=("text", "json", "html"), default="text")
+    df.add_argument("--format", choices=("text", "json", "html"), default=None, help="default: from the -o file name, else text")
     df.add_argument("--fail-on", choices=SEVERITIES, default="high", help="lowest severity of a new finding that makes the exit code 1 (default: high)")
     df.add_argument("-q", "--quiet", action="store_true", help="no text on stdout when writing a file")
 
@@ -220,7 +221,7 @@ def _apply_baseline(report: dict[str, Any], args: argparse.Namespace) -> None:
 def _write(report: dict[str, Any], args: argparse.Namespace) -> None:
     from smtpaudit.workflows import renderer
 
-    fmt = args.format or ("json" if args.output else "text")
+    fmt = _resolve_format(args)
     content = renderer(fmt, sarif_artifact=getattr(args, "sarif_artifact", None))(report)
     if getattr(args, "output_dir", None):
         _write_output_dir(report, args, fmt)
@@ -229,17 +230,33 @@ def _write(report: dict[str, Any], args: argparse.Namespace) -> None:
                 text.render(report, sys.stdout)
             return
     if args.output and args.output != "-":
-        out = Path(args.output)
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(content, encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+        out = _write_file(args.output, content)
         if not args.quiet:
             text.render(report, sys.stdout)
             sys.stdout.write(f"report written to {out}\n")
     elif not args.quiet or args.output == "-":
         sys.stdout.write(content)
+
+
+def _resolve_format(args: argparse.Namespace, allowed: tuple[str, ...] = ("json", "text", "sarif", "html"), terminal: str = "text") -> str:
+    """--format, else the output file's extension; decided before any work so a typo costs nothing."""
+    from smtpaudit.outputs import FormatError, choose_format
+
+    try:
+        args.format = choose_format(args.output, args.format, allowed=allowed, default_file="json", default_terminal=terminal)
+    except FormatError as exc:
+        raise UsageError(str(exc)) from None
+    return args.format
+
+
+def _write_file(path: str, content: str) -> Path:
+    """Atomic write (temp file, fsync, rename); a full disk is exit 2 with the old file intact."""
+    from smtpaudit.atomic import WriteError, write_text
+
+    try:
+        return write_text(path, content)
+    except WriteError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def exit_code_for(report: dict[str, Any], fail_on: str) -> int:
@@ -311,6 +328,7 @@ def _dns_options(args: argparse.Namespace) -> dict[str, Any]:
 def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
     from smtpaudit.scan import ScanOptions, build_report, drop_intrusive, now_iso, plan_probes, run_scan
 
+    _resolve_format(args)
     _check_positive(args, ("timeout", "connect_timeout", "greeting_timeout", "command_timeout", "concurrency", "per_host"))
     endpoints = _collect_targets(args)
     shard = None
@@ -379,6 +397,7 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _write_output_dir(report: dict[str, Any], args: argparse.Namespace, fmt: str) -> None:
+    from smtpaudit.atomic import WriteError
     from smtpaudit.fleet import write_output_dir
     from smtpaudit.workflows import EXTENSIONS, renderer
 
@@ -390,6 +409,8 @@ def _write_output_dir(report: dict[str, Any], args: argparse.Namespace, fmt: str
     try:
         index = write_output_dir(report, args.output_dir, stem=stem,
                                  renderers={EXTENSIONS[f]: renderer(f, sarif_artifact=args.sarif_artifact) for f in formats})
+    except WriteError as exc:
+        raise UsageError(str(exc)) from None
     except OSError as exc:
         raise UsageError(f"cannot write to --output-dir {args.output_dir}: {exc.strerror or exc}") from None
     if not args.quiet:
@@ -406,6 +427,7 @@ def _load_reports(paths: Sequence[str]) -> dict[str, Any]:
 
 
 def run_report_command(args: argparse.Namespace) -> int:
+    _resolve_format(args)
     report = _load_reports(args.reports)
     _apply_baseline(report, args)
     args.output_dir = None
@@ -417,6 +439,7 @@ def run_evaluate_command(args: argparse.Namespace, argv: list[str]) -> int:
     from smtpaudit.scan import drop_intrusive
     from smtpaudit.workflows import rejudge
 
+    _resolve_format(args)
     saved = model.load(args.report)
     rules, dirs, policy = load_ruleset(args)
     catalog = load_catalog()
@@ -439,6 +462,7 @@ def run_diff_command(args: argparse.Namespace) -> int:
     from smtpaudit import diff as differ
     from smtpaudit.report import html
 
+    _resolve_format(args, allowed=("text", "json", "html"))
     result = differ.compare(model.load(args.old), model.load(args.new))
     if args.format == "json":
         content = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
@@ -449,12 +473,7 @@ def run_diff_command(args: argparse.Namespace) -> int:
         differ.render_text(result, buf)
         content = buf.getvalue()
     if args.output and args.output != "-":
-        from smtpaudit.workflows import write_text
-
-        try:
-            write_text(args.output, content)
-        except OSError as exc:
-            raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+        _write_file(args.output, content)
         if not args.quiet:
             differ.render_text(result, sys.stdout)
     else:
@@ -480,12 +499,7 @@ def run_baseline_command(args: argparse.Namespace) -> int:
     if args.output == "-":
         sys.stdout.write(content)
     else:
-        from smtpaudit.workflows import write_text
-
-        try:
-            write_text(args.output, content)
-        except OSError as exc:
-            raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+        _write_file(args.output, content)
     return EXIT_OK
 
 
@@ -541,34 +555,57 @@ def run_rules_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from smtpaudit.interrupt import exit_code as interrupt_exit_code, handle_signals
+
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "scan":
-            return run_scan_command(args, argv)
-        if args.command == "rules":
-            return run_rules_command(args)
-        if args.command == "report":
-            return run_report_command(args)
-        if args.command == "evaluate":
-            return run_evaluate_command(args, argv)
-        if args.command == "diff":
-            return run_diff_command(args)
-        if args.command == "baseline":
-            return run_baseline_command(args)
-        if args.command == "demo":
-            from smtpaudit.demo import run_demo
-
-            return run_demo(args.output)
-        parser.print_help()
-        return EXIT_USAGE
+        with handle_signals():
+            code = _dispatch(parser, args, argv)
+            sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+            return code
+    except BrokenPipeError:
+        # `smtpaudit rules list | head`: the reader has gone; end quietly, as `cat` would.
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except (UsageError, TargetError, model.ReportError) as exc:
         fatal(str(exc))
     except RuleSetError as exc:
         for err in exc.errors:
             sys.stderr.write(f"smtpaudit: rule error: {err}\n")
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         sys.stderr.write("smtpaudit: interrupted\n")
-        return 130
+        return interrupt_exit_code(exc)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:
+    if args.command == "scan":
+        return run_scan_command(args, argv)
+    if args.command == "rules":
+        return run_rules_command(args)
+    if args.command == "report":
+        return run_report_command(args)
+    if args.command == "evaluate":
+        return run_evaluate_command(args, argv)
+    if args.command == "diff":
+        return run_diff_command(args)
+    if args.command == "baseline":
+        return run_baseline_command(args)
+    if args.command == "demo":
+        from smtpaudit.demo import run_demo
+
+        return run_demo(args.output)
+    parser.print_help()
+    return EXIT_USAGE

@@ -10,7 +10,7 @@ import io
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from smtpaudit import __version__
+from smtpaudit import __version__, atomic
 from smtpaudit.catalog import Catalog
 from smtpaudit.engine.rules import Rule
 from smtpaudit.report import html, model, sarif, text
@@ -68,7 +68,5 @@ def rejudge(report: dict[str, Any], rules: Mapping[str, Rule], catalog: Catalog,
 
 
 def write_text(path: str | Path, content: str) -> Path:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(content, encoding="utf-8")
-    return out
+    """Atomic: see smtpaudit.atomic."""
+    return atomic.write_text(path, content)
