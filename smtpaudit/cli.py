@@ -24,6 +24,7 @@ from smtpaudit.catalog import load_catalog
 from smtpaudit.engine.policy import DEFAULT_POLICY, Policy, apply_policy, find_policy, load_policy
 from smtpaudit.engine.rules import Rule, RuleSetError, Selection, load_rules
 from smtpaudit.engine.severity import SEVERITIES, at_or_above
+from smtpaudit.inputs import InputError
 from smtpaudit.paths import builtin_rules_dir
 from smtpaudit.probes.base import Timeouts
 from smtpaudit.report import model, text
@@ -73,6 +74,10 @@ def _add_output_args(p: argparse.ArgumentParser, *, fail_on: bool = True, fail_o
                        help=f"lowest severity that makes the exit code 1 (default: {fail_on_default or 'never'})")
 
 
+def _add_verbose(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="store_true", help="on invalid input files, list every problem (default: the first)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smtpaudit",
@@ -114,17 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--shard", metavar="I/N", help="scan only shard I of N (deterministic by endpoint: N machines with the same list cover it once)")
     _add_rule_args(scan)
     _add_output_args(scan)
+    _add_verbose(scan)
 
     rep = sub.add_parser("report", help="re-render saved report(s) in another format (shards are merged); no network",
                          epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     rep.add_argument("reports", nargs="+", metavar="REPORT.json")
     _add_output_args(rep, fail_on_default=None)
+    _add_verbose(rep)
 
     ev = sub.add_parser("evaluate", help="judge the facts of a saved report with other rules or another policy; no network",
                         epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     ev.add_argument("report", metavar="REPORT.json")
     _add_rule_args(ev)
     _add_output_args(ev)
+    _add_verbose(ev)
 
     df = sub.add_parser("diff", help="new, fixed and unchanged findings and grade changes between two reports",
                         epilog="exit 1 when a new open finding reaches --fail-on (the nightly alert); 2 on bad input")
@@ -134,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     df.add_argument("--format", choices=("text", "json", "html"), default=None, help="default: from the -o file name, else text")
     df.add_argument("--fail-on", choices=SEVERITIES, default="high", help="lowest severity of a new finding that makes the exit code 1 (default: high)")
     df.add_argument("-q", "--quiet", action="store_true", help="no text on stdout when writing a file")
+    _add_verbose(df)
 
     bl = sub.add_parser("baseline", help="create a baseline of accepted findings")
     bsub = bl.add_subparsers(dest="baseline_command", metavar="SUBCOMMAND")
@@ -142,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("-o", "--output", metavar="FILE", default="-", help="baseline file (default: stdout)")
     bc.add_argument("--justification", metavar="TEXT", help="justification for every entry (default: a TODO to fill in)")
     bc.add_argument("--expires", metavar="YYYY-MM-DD", help="expiry date for every entry")
+    _add_verbose(bc)
 
     demo = sub.add_parser("demo", help="start a built-in, deliberately weak SMTP server on loopback and scan it")
     demo.add_argument("-o", "--output", metavar="FILE", default="reports/demo.json", help="report file (default: %(default)s)")
@@ -151,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     rl = rsub.add_parser("list", help="list the loaded rules")
     _add_rule_args(rl)
     rl.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_verbose(rl)
     rv = rsub.add_parser("validate", help="validate a rule directory (exit 2 with precise errors)")
     rv.add_argument("directory", nargs="+", metavar="DIR")
     rf = rsub.add_parser("facts", help="list the facts rules can use")
@@ -210,10 +221,7 @@ def _apply_baseline(report: dict[str, Any], args: argparse.Namespace) -> None:
 
     if not getattr(args, "baseline", None):
         return
-    try:
-        accepted = bl.load(args.baseline)
-    except bl.BaselineError as exc:
-        raise UsageError(str(exc)) from None
+    accepted = bl.load(args.baseline)  # InputError on a bad file: exit 2 naming the entry
     for warning in bl.apply(report, accepted):
         sys.stderr.write(f"smtpaudit: warning: {warning}\n")
 
@@ -569,11 +577,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `smtpaudit rules list | head`: the reader has gone; end quietly, as `cat` would.
         _silence_stdout()
         return EXIT_BROKEN_PIPE
-    except (UsageError, TargetError, model.ReportError) as exc:
+    except InputError as exc:
+        verbose = getattr(args, "verbose", False)
+        for line in (exc.lines() if verbose else [str(exc)]):
+            sys.stderr.write(f"smtpaudit: error: {line}\n")
+        raise SystemExit(EXIT_USAGE) from None
+    except (UsageError, TargetError) as exc:
         fatal(str(exc))
     except RuleSetError as exc:
-        for err in exc.errors:
+        errors = exc.errors if getattr(args, "verbose", False) else exc.errors[:1]
+        for err in errors:
             sys.stderr.write(f"smtpaudit: rule error: {err}\n")
+        if len(exc.errors) > len(errors):
+            sys.stderr.write(f"smtpaudit: {len(exc.errors) - len(errors)} more problem(s); --verbose lists them\n")
         return EXIT_USAGE
     except KeyboardInterrupt as exc:
         sys.stderr.write("smtpaudit: interrupted\n")

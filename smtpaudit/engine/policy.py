@@ -13,13 +13,13 @@ A policy file (``rules/policies/<name>.toml`` or any path given to ``--policy``)
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 from smtpaudit.engine.conditions import ConditionError, validate
 from smtpaudit.engine.rules import Rule, RuleError, RuleSetError
+from smtpaudit.inputs import InputError, load_toml
 
 _KEYS = {"id", "version", "title", "description", "skip", "params"}
 
@@ -55,9 +55,9 @@ def find_policy(name_or_path: str, rule_dirs: list[Path]) -> Path:
 
 def load_policy(path: Path) -> Policy:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise RuleSetError([RuleError(path, "", f"cannot read policy: {exc}")]) from None
+        data = load_toml(path, what="policy")
+    except InputError as exc:
+        raise RuleSetError([RuleError(path, p.where, p.message) for p in exc.problems]) from None
     for key in data:
         if key not in _KEYS:
             raise RuleSetError([RuleError(path, key, f"unknown key (allowed: {', '.join(sorted(_KEYS))})")])

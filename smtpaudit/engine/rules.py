@@ -10,12 +10,12 @@ folders hold policies, not rules.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from smtpaudit.engine.conditions import ConditionError, validate
+from smtpaudit.inputs import InputError, load_toml
 from smtpaudit.engine.severity import CONFIDENCES, SEVERITIES, GRADES, severity_for_score
 
 RULE_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
@@ -237,12 +237,9 @@ def load_directory(directory: Path, known_facts: Mapping[str, str], *, origin: s
             continue
         family = rel.parts[0] if len(rel.parts) > 1 else "general"
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            errors.append(RuleError(path, "", f"not valid TOML: {exc}"))
-            continue
-        except (OSError, UnicodeDecodeError) as exc:
-            errors.append(RuleError(path, "", f"cannot read: {exc}"))
+            data = load_toml(path, what="rule file")
+        except InputError as exc:
+            errors.extend(RuleError(path, p.where, p.message) for p in exc.problems)
             continue
         try:
             if "vulnerability" in data:
