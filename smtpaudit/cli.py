@@ -22,7 +22,7 @@ from typing import Any, NoReturn, Sequence
 from smtpaudit import __version__
 from smtpaudit.catalog import load_catalog
 from smtpaudit.engine.policy import DEFAULT_POLICY, Policy, apply_policy, find_policy, load_policy
-from smtpaudit.engine.rules import Rule, RuleSetError, Selection, load_rules
+from smtpaudit.engine.rules import Rule, RuleSetError, Selection, load_directory, load_rules
 from smtpaudit.engine.severity import SEVERITIES, at_or_above
 from smtpaudit.inputs import InputError
 from smtpaudit.paths import builtin_rules_dir
@@ -524,13 +524,11 @@ def run_rules_command(args: argparse.Namespace) -> int:
             if not p.is_dir():
                 problems.append(f"{d}: not a directory")
                 continue
-            try:
-                rules = load_rules([p], known)
-            except RuleSetError as exc:
-                problems.extend(str(e) for e in exc.errors)
-                continue
-            count += len(rules)
-            for rule in rules.values():
+            # Every problem in every file: broken files do not stop the others' examples being run.
+            loaded, errors = load_directory(p, known, origin=str(p))
+            problems.extend(str(e) for e in errors)
+            count += len(loaded)
+            for rule in loaded:
                 problems.extend(check_examples(rule))
         if problems:
             for line in problems:

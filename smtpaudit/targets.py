@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from smtpaudit.inputs import InputError, Problem, read_text
+
 
 class TargetError(ValueError):
     """A target string the user gave cannot be parsed; the message says what is expected."""
@@ -260,24 +262,37 @@ def domain_target(name: str, *, spec: str, origin_file: str | None = None, origi
                     origin_file=origin_file, origin_line=origin_line, domain=host)
 
 
+class TargetsFileError(InputError, TargetError):
+    """Bad lines of a targets file: an input-file error (file + line, all with --verbose) and a target error."""
+
+
+MAX_TARGET_LINE = 1024  # characters; a host name is at most 253
+
+
 def read_targets_file(path: str | Path, *, role: Role | None = None) -> list[Endpoint]:
-    """Read one target per line (``#`` starts a comment). Errors name the file and line."""
+    """Read one target per line (``#`` starts a comment). Errors name the file and line;
+    every bad line is collected (InputError.problems), the first is the message."""
+
     p = Path(path)
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise TargetError(f"cannot read targets file {str(p)!r}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise TargetError(f"targets file {str(p)!r} is not UTF-8 text") from None
+        lines = read_text(p, what="targets file").splitlines()
+    except InputError as exc:
+        raise TargetsFileError(p, exc.problems) from None
     endpoints: list[Endpoint] = []
+    problems: list[Problem] = []
     for number, line in enumerate(lines, start=1):
         content = line.split("#", 1)[0].strip()
         if not content:
             continue
+        if len(content) > MAX_TARGET_LINE:
+            problems.append(Problem(f"line {number}", f"target longer than {MAX_TARGET_LINE} characters"))
+            continue
         try:
             endpoints.append(parse_target(content, role=role, origin_file=str(path), origin_line=number))
         except TargetError as exc:
-            raise TargetError(f"{p}:{number}: {exc}") from None
+            problems.append(Problem(f"line {number}", str(exc)))
+    if problems:
+        raise TargetsFileError(p, problems)
     return endpoints
 
 

@@ -66,6 +66,8 @@ def judge(
         return Outcome(rule.id, "finding", render_message(rule, facts), evidence=dict(sorted(ev.used.items())))
     if ev.value is False:
         return Outcome(rule.id, "pass", evidence=dict(sorted(ev.used.items())))
+    if ev.errors and not ev.missing:
+        return Outcome(rule.id, "not_evaluated", reason="; ".join(ev.errors), evidence=dict(sorted(ev.used.items())))
     missing_probes = {fact_probe.get(f, "?") for f in ev.missing}
     na = probe_not_applicable or {}
     if missing_probes and missing_probes <= set(na):
@@ -79,7 +81,7 @@ def judge(
     return Outcome(
         rule.id,
         "not_evaluated",
-        reason="missing facts " + ", ".join(sorted(ev.missing)) + " (" + "; ".join(reasons) + ")",
+        reason="missing facts " + ", ".join(sorted(ev.missing)) + " (" + "; ".join(reasons) + ")" + "".join(f"; {e}" for e in ev.errors),
         missing=sorted(ev.missing),
         evidence=dict(sorted(ev.used.items())),
     )
