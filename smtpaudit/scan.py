@@ -283,7 +283,9 @@ async def run_scan(
         async with global_slots, host_sem:
             names = domain_probes if ep.role.value == "domain" else host_probes
             entry = await scan_endpoint(ep, names, options, slots)
-        judge_endpoint(entry, rules, catalog)
+        # Judging is CPU work (hundreds of rules over up to a megabyte of facts): in a worker
+        # thread, so the event loop keeps serving the other endpoints' connections meanwhile.
+        await asyncio.to_thread(judge_endpoint, entry, rules, catalog)
         if progress:
             progress(ep.id, entry)
         return entry

@@ -18,6 +18,8 @@ from smtpaudit.probes.tls.connect import SmtpTlsConnector, sni_for, starttls_una
 from smtpaudit.probes.tls.scanner import ConnectError
 from smtpaudit.targets import Endpoint
 
+MAX_CHAIN = 32  # certificates analysed per handshake
+
 
 class HandshakeError(Exception):
     pass
@@ -145,8 +147,15 @@ class TlsCertificateProbe:
             f["tls.cert.handshake_cipher"] = hs["cipher"]
             banner = [prior.get("smtp.greeting.hostname"), prior.get("smtp.ehlo.hostname")]
             names = [n for n in banner if isinstance(n, str) and "." in n and not n.startswith("[")]
-            f.update(certs.analyse(hs["chain"], host=endpoint.host, banner_names=sorted(set(names)),
-                                      ca_file=ctx.options.get("tls_ca_file")))
+            chain = hs["chain"]
+            if len(chain) > MAX_CHAIN:
+                # Real chains hold 2-4 certificates; a server sending hundreds only costs us CPU.
+                transcript.add("*", f"only the first {MAX_CHAIN} of {len(chain)} certificates are analysed", 1)
+                chain = chain[:MAX_CHAIN]
+            # Parsing and verifying (trust store load, signatures) is CPU work: off the event loop,
+            # so other endpoints keep being served and the endpoint deadline can still fire.
+            f.update(await asyncio.to_thread(certs.analyse, chain, host=endpoint.host, banner_names=sorted(set(names)),
+                                             ca_file=ctx.options.get("tls_ca_file")))
             f["tls.cert.banner_names"] = sorted(set(names))
         except ConnectError as exc:
             result.status, result.error_reason, result.error_message = "error", "connect", str(exc)
