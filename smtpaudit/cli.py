@@ -351,6 +351,10 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
         if not endpoints:
             sys.stderr.write(f"smtpaudit: shard {args.shard} holds no target\n")
     rules, dirs, policy = load_ruleset(args)
+    if args.baseline:
+        from smtpaudit import baseline as bl
+
+        bl.load(args.baseline)  # a bad baseline is exit 2 now, not after an hour-long fleet scan
     catalog = load_catalog()
     skipped_rules: list[dict[str, str]] = []
     if not args.intrusive:
@@ -511,6 +515,27 @@ def run_baseline_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _policy_problems(directory: Path, loaded: list[Rule], known: dict[str, str]) -> list[str]:
+    """Every problem of the policies under DIR/policies/, checked against the built-in rules plus DIR's."""
+    from smtpaudit.engine.policy import apply_policy, load_policy
+
+    files = sorted((directory / "policies").glob("*.toml")) if (directory / "policies").is_dir() else []
+    if not files:
+        return []
+    try:
+        rules = load_rules([builtin_rules_dir()], known) if directory.resolve() != builtin_rules_dir().resolve() else {}
+    except RuleSetError:
+        rules = {}
+    rules.update({r.id: r for r in loaded})
+    problems: list[str] = []
+    for path in files:
+        try:
+            apply_policy(load_policy(path), rules, known)
+        except RuleSetError as exc:
+            problems.extend(str(e) for e in exc.errors)
+    return problems
+
+
 def run_rules_command(args: argparse.Namespace) -> int:
     from smtpaudit.engine.evaluate import check_examples
 
@@ -530,6 +555,7 @@ def run_rules_command(args: argparse.Namespace) -> int:
             count += len(loaded)
             for rule in loaded:
                 problems.extend(check_examples(rule))
+            problems.extend(_policy_problems(p, loaded, known))
         if problems:
             for line in problems:
                 sys.stderr.write(f"{line}\n")

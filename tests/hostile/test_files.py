@@ -314,3 +314,23 @@ def test_broken_pipe_ends_quietly():
     assert proc.stderr == "", proc.stderr
     assert len(proc.stdout.splitlines()) == 1
     assert proc.returncode in (0, 141)  # 141 = 128 + SIGPIPE, like any Unix filter whose reader left
+
+
+def test_rules_validate_checks_policies_too(tmp_path):
+    rules = tmp_path / "rules"
+    write_rule(rules, "good-one", "^a+$")
+    (rules / "policies").mkdir()
+    bad = rules / "policies" / "strict.toml"
+    bad.write_text('id = "strict"\nversion = "1"\ntitle = "t"\n[params."tls-legacy-protocols"]\nlegacy = 12\n'
+                   '[params."good-one"]\nnope = 1\n')
+    run = cli("rules", "validate", rules)
+    assert_usage_error(run, str(bad), "params.tls-legacy-protocols.legacy")
+    assert f"{bad}: params.good-one.nope: the rule has no such parameter" in run.err
+
+
+def test_bad_baseline_stops_a_scan_before_it_starts(tmp_path):
+    baseline = tmp_path / "baseline.toml"
+    baseline.write_text('version = 1\n[[accept]]\nrule = "x"\n')
+    run = cli("scan", "127.0.0.1:9", "--baseline", baseline, "--timeout", "60", "-o", tmp_path / "r.json")
+    assert_usage_error(run, str(baseline), "accept[1].endpoint")
+    assert run.wall < 10 and not (tmp_path / "r.json").exists()
