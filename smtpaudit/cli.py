@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -362,6 +363,16 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
     code = exit_code_for(report, args.fail_on, allow_incomplete=args.allow_incomplete)
     _write(report, args)
     _explain_incomplete(report, args)
+    stop = report.get("interrupted")
+    if stop:
+        # What finished is written (JSON and the asked format); the exit code says it was cut short.
+        from smtpaudit.interrupt import Interrupted
+
+        if args.output and args.output != "-" and args.format != "json":
+            # The canonical JSON too (facts kept, re-renderable), next to the asked format.
+            _write_file(f"{args.output}.json", model.dumps(report))
+        sys.stderr.write(f"smtpaudit: interrupted by {stop['signal']}: report of the {stop['endpoints_finished']} endpoint(s) finished so far written\n")
+        return Interrupted(getattr(signal, stop["signal"])).exit_code
     return code
 
 
