@@ -155,8 +155,10 @@ class LimitsProbe(BehaviourProbe):
                         f["smtp.limits.errors_tarpit_after"] = len(latencies) - 2
                         f["smtp.limits.errors_unlimited"] = False
                         return
-            # Cut short by the time budget: inconclusive (null), neither limited nor unlimited.
-            f["smtp.limits.errors_unlimited"] = True if f["smtp.limits.errors_sent"] >= cap else None
+            # Cut short by the time budget: inconclusive, neither limited nor unlimited: the verdict
+            # fact stays absent so its rule is not evaluated (a null would read as "limited").
+            if f["smtp.limits.errors_sent"] >= cap:
+                f["smtp.limits.errors_unlimited"] = True
 
     # ------------------------------------------------------------------ early talker
     async def _early_talker(self, endpoint: Endpoint, ctx: ProbeContext, result: ProbeResult, transcript: Transcript) -> None:
