@@ -301,9 +301,25 @@ def _paths(node: Any, prefix: tuple[Any, ...] = (), limit: int = 4000) -> list[t
     return out
 
 
+hostile_text = st.one_of(
+    st.text(max_size=200),
+    st.sampled_from(["</script><script>alert(1)</script>", "{{ 7*7 }}", "\u202e\u0000\x1b[31m", "%s%n", "../../etc/passwd",
+                     "x" * 200_000, "\ud7ff" * 1000]),
+)
+
+
 @st.composite
-def mutated_reports(draw: st.DrawFn, base: dict[str, Any], paths: list[tuple[Any, ...]]) -> bytes:
-    how = draw(st.sampled_from(["delete", "replace", "wrap", "deep", "truncate", "garbage", "random-json", "top"]))
+def mutated_reports(draw: st.DrawFn, base: dict[str, Any], paths: list[tuple[Any, ...]], string_paths: list[tuple[Any, ...]]) -> bytes:
+    how = draw(st.sampled_from(["delete", "replace", "wrap", "deep", "truncate", "garbage", "random-json", "top", "hostile-strings"]))
+    if how == "hostile-strings":
+        # Mostly still schema-valid: what a server could have put in facts, transcripts, messages.
+        report = json.loads(json.dumps(base))
+        for path in draw(st.lists(st.sampled_from(string_paths), min_size=1, max_size=8)):
+            parent = report
+            for k in path[:-1]:
+                parent = parent[k]
+            parent[path[-1]] = draw(hostile_text)
+        return json.dumps(report, ensure_ascii=False).encode("utf-8", "surrogatepass")
     if how in ("delete", "replace", "wrap", "deep"):
         report = json.loads(json.dumps(base))
         path = draw(st.sampled_from(paths))
@@ -332,6 +348,12 @@ def mutated_reports(draw: st.DrawFn, base: dict[str, Any], paths: list[tuple[Any
     return json.dumps(draw(values)).encode()
 
 
+def _get(node: Any, path: tuple[Any, ...]) -> Any:
+    for k in path:
+        node = node[k]
+    return node
+
+
 REPORT_COMMANDS = {
     "report-html": lambda p: ["report", p, "-o", WORK / "out.html"],
     "report-sarif": lambda p: ["report", p, "-o", WORK / "out.sarif"],
@@ -345,9 +367,10 @@ REPORT_COMMANDS = {
 def test_fuzz_saved_reports(command, saved_report):
     base = json.loads(saved_report.read_text())
     paths = _paths(base)
+    string_paths = [p for p in paths if isinstance(_get(base, p), str)]
 
     @FUZZ
-    @given(content=mutated_reports(base, paths))
+    @given(content=mutated_reports(base, paths, string_paths))
     def check(content: bytes) -> None:
         path = WORK / "report.json"
         path.write_bytes(content)
