@@ -62,3 +62,16 @@ def test_auth_never_answered_is_not_a_pass(tmp_path):
     assert "plaintext-auth-accepted" not in entry["passed"]
     assert entry["facts"]["smtp.auth.plaintext_probe_inconclusive"] == "no_reply"
     assert any(ne["rule_id"] == "plaintext-auth-accepted" for ne in entry["not_evaluated"])
+
+
+def test_sarif_says_an_incomplete_scan_did_not_succeed(tmp_path):
+    from tests.report.conftest import assert_valid_sarif
+
+    with ThreadedFake(_slow_weak_server(0.15)) as srv:
+        code = main(["scan", srv.target, "--timeout", "3", "-q", "--format", "sarif", "-o", str(tmp_path / "r.sarif")])
+    sarif = json.loads((tmp_path / "r.sarif").read_text())
+    assert_valid_sarif(sarif)
+    inv = sarif["runs"][0]["invocations"][0]
+    assert code == 3 and inv["executionSuccessful"] is False
+    notes = [n for n in inv["toolExecutionNotifications"] if n.get("descriptor", {}).get("id") == "endpoint-incomplete"]
+    assert len(notes) == 1 and "not graded" in notes[0]["message"]["text"]
