@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from smtpaudit import diff as differ  # noqa: E402
+from smtpaudit.atomic import write_text  # noqa: E402
 from smtpaudit.cli import main  # noqa: E402
 from smtpaudit.report import html, model, sarif  # noqa: E402
 from tests.lab import certs  # noqa: E402
@@ -212,7 +213,7 @@ def scan_sample(targets_file: Path, stem: str, attempts: int = 3) -> dict[str, A
 def write_if_changed(path: Path, text: str) -> bool:
     if path.is_file() and path.read_text(encoding="utf-8") == text:
         return False
-    path.write_text(text, encoding="utf-8")
+    write_text(path, text)  # atomic: an interrupted regeneration leaves the old sample whole
     return True
 
 

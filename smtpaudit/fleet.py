@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+from smtpaudit import atomic
 from smtpaudit.outcomes import EndpointStatus
 from smtpaudit.report.build import refresh
 from smtpaudit.targets import Endpoint
@@ -85,7 +86,7 @@ def write_output_dir(
     written: dict[str, Any] = {"combined": [], "endpoints": {}}
     for ext, render in renderers.items():
         path = root / f"{stem}.{ext}"
-        path.write_text(render(report), encoding="utf-8")
+        atomic.write_text(path, render(report))
         written["combined"].append(str(path))
     used: set[str] = set()
     for entry in report["endpoints"]:
@@ -98,7 +99,7 @@ def write_output_dir(
         files = []
         for ext, render in renderers.items():
             path = per / f"{name}.{ext}"
-            path.write_text(render(one), encoding="utf-8")
+            atomic.write_text(path, render(one))
             files.append(str(path))
         written["endpoints"][eid] = files
     return written

@@ -9,6 +9,7 @@ import io
 from pathlib import Path
 from typing import Any, Callable
 
+from smtpaudit import atomic
 from smtpaudit.report import html, model, sarif, text
 
 FORMATS = ("json", "text", "sarif", "html")
@@ -34,7 +35,5 @@ def renderer(fmt: str, *, sarif_artifact: str | None = None, history: dict[str, 
 
 
 def write_text(path: str | Path, content: str) -> Path:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(content, encoding="utf-8")
-    return out
+    """Atomic: see smtpaudit.atomic."""
+    return atomic.write_text(path, content)

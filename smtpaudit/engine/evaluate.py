@@ -97,6 +97,8 @@ def judge(
             # Decided by what the endpoint is (role, port, a policy's scope), not by anything observed.
             return Outcome(rule.id, RuleOutcome.NOT_APPLICABLE, reason="out of the rule's scope for this endpoint")
         return Outcome(rule.id, RuleOutcome.PASSED, evidence=dict(sorted(used.items())))
+    if ev.errors and not missing:
+        return Outcome(rule.id, RuleOutcome.NOT_EVALUATED, reason="; ".join(ev.errors), evidence=dict(sorted(used.items())))
     missing_probes = {fact_probe.get(f, "?") for f in missing}
     na = probe_not_applicable or {}
     if missing_probes and missing_probes <= set(na):
@@ -110,7 +112,7 @@ def judge(
     return Outcome(
         rule.id,
         RuleOutcome.NOT_EVALUATED,
-        reason="missing facts " + ", ".join(sorted(missing)) + " (" + "; ".join(reasons) + ")",
+        reason="missing facts " + ", ".join(sorted(missing)) + " (" + "; ".join(reasons) + ")" + "".join(f"; {e}" for e in ev.errors),
         missing=sorted(missing),
         evidence=dict(sorted(used.items())),
     )

@@ -15,7 +15,6 @@ A policy file (``rules/policies/<name>.toml`` or any path given to ``--policy``)
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,6 +22,7 @@ from typing import Any, Mapping
 from smtpaudit.engine.conditions import ConditionError, validate
 from smtpaudit.engine.rules import Rule, RuleError, RuleSetError
 from smtpaudit.engine.severity import severity_for_score
+from smtpaudit.inputs import InputError, load_toml, shorten
 
 _KEYS = {"id", "version", "title", "description", "skip", "params", "severity"}
 # Score given to a rule whose severity a policy moves into a band its own score is not in.
@@ -62,9 +62,9 @@ def find_policy(name_or_path: str, rule_dirs: list[Path]) -> Path:
 
 def load_policy(path: Path) -> Policy:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise RuleSetError([RuleError(path, "", f"cannot read policy: {exc}")]) from None
+        data = load_toml(path, what="policy")
+    except InputError as exc:
+        raise RuleSetError([RuleError(path, p.where, p.message) for p in exc.problems]) from None
     for key in data:
         if key not in _KEYS:
             raise RuleSetError([RuleError(path, key, f"unknown key (allowed: {', '.join(sorted(_KEYS))})")])
@@ -86,6 +86,36 @@ def load_policy(path: Path) -> Policy:
     )
 
 
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "table"
+    return type(value).__name__
+
+
+def param_type_error(default: Any, value: Any) -> str | None:
+    """Why ``value`` cannot replace a rule parameter whose declared default is ``default``, or None.
+
+    A value of another type would not fail loudly: ``legacy = 12`` where the rule compares a
+    list of protocol names makes every comparison false and silently switches the rule off."""
+    want, got = _kind(default), _kind(value)
+    if want != got:
+        return f"expected {'an' if want[0] in 'aeiou' else 'a'} {want} like the rule's default {shorten(default)}, got {got} {shorten(value)}"
+    if isinstance(default, list) and default:
+        item_kinds = {_kind(x) for x in default}
+        bad = [x for x in value if _kind(x) not in item_kinds]
+        if bad:
+            return f"expected an array of {' or '.join(sorted(item_kinds))} values like the rule's default {shorten(default)}, got {shorten(bad[0])}"
+    return None
+
+
 def apply_policy(policy: Policy, rules: Mapping[str, Rule], known_facts: Mapping[str, str]) -> dict[str, Rule]:
     """Return the rules with the policy's parameters applied and its skipped rules removed."""
     errors: list[RuleError] = []
@@ -101,6 +131,10 @@ def apply_policy(policy: Policy, rules: Mapping[str, Rule], known_facts: Mapping
             unknown = set(overrides) - set(rule.params)
             if unknown:
                 errors.append(RuleError(policy.path or policy.id, f"params.{rid}.{sorted(unknown)[0]}", "the rule has no such parameter"))
+                continue
+            wrong = [(k, msg) for k, v in overrides.items() if (msg := param_type_error(rule.params[k], v))]
+            if wrong:
+                errors.extend(RuleError(policy.path or policy.id, f"params.{rid}.{k}", msg) for k, msg in wrong)
                 continue
             params = {**rule.params, **overrides}
             try:

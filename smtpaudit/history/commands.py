@@ -52,10 +52,12 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], text_writer: Any) -> N
         text_writer(data, buf)
         content = buf.getvalue()
     if args.output and args.output != "-":
+        from smtpaudit.atomic import WriteError, write_text
+
         try:
-            Path(args.output).write_text(content, encoding="utf-8")
-        except OSError as exc:
-            raise HistoryError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+            write_text(args.output, content)  # atomic: the previous file survives a full disk or a signal
+        except WriteError as exc:
+            raise HistoryError(str(exc)) from None
     else:
         sys.stdout.write(content)
 

@@ -185,6 +185,10 @@ def render(report: dict[str, Any], out: TextIO, style: Style | None = None, *, v
     """The terminal summary. Without ``style``: plain, unwrapped, byte-stable."""
     style = style or Style()
     emit(out, style, _header(report), hang="    ")
+    stop = report.get("interrupted")
+    if stop:
+        emit(out, style, f"INTERRUPTED by {_clean(stop['signal'])}: {stop['endpoints_finished']} endpoint(s) finished, "
+                         f"{len(stop['not_finished'])} target(s) not scanned", hang="    ", painted=("INTERRUPTED", "warn"))
     render_verdicts(report, out, style)
     if verdicts_only:
         return

@@ -193,7 +193,7 @@ class SessionProbe:
         if not greeting_lines or "smtp.greeting.code" in f:
             return
         first = greeting_lines[0].text
-        code = int(first[:3]) if first[:3].isdigit() else None
+        code = int(first[:3]) if first[:3].isascii() and first[:3].isdigit() else None
         # The greeting reply: all leading S lines with the first line's code.
         texts = []
         final = False

@@ -23,6 +23,8 @@ from smtpaudit.probes.tls.connect import SmtpTlsConnector, sni_for, starttls_una
 from smtpaudit.probes.tls.scanner import ConnectError
 from smtpaudit.targets import Endpoint
 
+MAX_CHAIN = 32  # certificates analysed per handshake
+
 
 def banner_names(prior: Mapping[str, Any]) -> list[str]:
     """The names the server gives for itself (greeting, EHLO), when they look like host names."""
@@ -77,8 +79,15 @@ class TlsCertificateProbe:
                 f["tls.cert.source"] = "failed handshake" if hs.chain else None
             if hs.chain:
                 names = banner_names(prior)
-                f.update(certs.analyse(hs.chain, host=endpoint.host, banner_names=names,
-                                       ca_file=ctx.options.get("tls_ca_file")))
+                chain = hs.chain
+                if len(chain) > MAX_CHAIN:
+                    # Real chains hold 2-4 certificates; a server sending hundreds only costs us CPU.
+                    transcript.add("*", f"only the first {MAX_CHAIN} of {len(chain)} certificates are analysed", 1)
+                    chain = chain[:MAX_CHAIN]
+                # Parsing and verifying (trust store load, signatures) is CPU work: off the event
+                # loop, so other endpoints keep being served and the endpoint deadline can still fire.
+                f.update(await asyncio.to_thread(certs.analyse, chain, host=endpoint.host, banner_names=names,
+                                                 ca_file=ctx.options.get("tls_ca_file")))
                 f["tls.cert.banner_names"] = names
             else:
                 # No certificate seen: leave the certificate facts absent so their rules are
