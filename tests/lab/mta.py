@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .aiosmtpd_lab import AiosmtpdServer
 from .certs import ensure_lab_pki
 from .exim import EximServer
 from .opensmtpd import OpenSMTPDServer
@@ -31,6 +32,8 @@ INSTANCES: dict[str, type[LabServer]] = {
     "exim-secure": EximServer,
     "exim-insecure": EximServer,
     "opensmtpd": OpenSMTPDServer,
+    "aiosmtpd-hardened": AiosmtpdServer,
+    "aiosmtpd-insecure": AiosmtpdServer,
 }
 
 __all__ = ["INSTANCES", "Credentials", "Lab", "LabServer", "LabStartError", "missing_binaries"]
