@@ -75,3 +75,30 @@ def test_closed_relays_have_no_relay_finding(postfix_hardened, exim_secure, open
         entry = scan(tmp_path, server.targets["smtp"], *RELAY_RULES)
         assert not set(findings(entry)) & {"open-relay", "open-relay-unconfirmed"}, (server.name, entry["findings"])
         assert set(entry["passed"]) >= {"open-relay", "open-relay-unconfirmed"}, (server.name, entry["not_evaluated"])
+
+
+VRFY_RULES = ("--rule", "vrfy-discloses-users", "--rule", "expn-discloses-lists")
+
+
+def test_vrfy_on_exim_retries_user_at_domain(exim_insecure, lab_reconfigure, tmp_path) -> None:
+    """Exim's default: bare names are refused with 501 ("must contain a domain"). The insecure
+    Exim still discloses users for user@domain, and must be reported."""
+    server = lab_reconfigure(exim_insecure, recipient_unqualified_hosts=None)
+    entry = scan(tmp_path, server.targets["smtp"], *VRFY_RULES)
+    facts = entry["facts"]
+    # Exim qualifies "postmaster" itself (250) but refuses the random bare name with 501: that
+    # pair used to pass. Asked again as user@domain, it discloses.
+    assert [a["code"] for a in facts["smtp.vrfy.attempts"][:2]] == [250, 501], facts["smtp.vrfy.attempts"]
+    assert facts["smtp.vrfy.domain"] == "mail.lab.test"
+    got = findings(entry)
+    assert "VRFY postmaster@mail.lab.test -> 250" in got["vrfy-discloses-users"]["message"]
+    assert "expn-discloses-lists" in got  # EXPN postmaster@mail.lab.test expands too
+
+
+def test_vrfy_on_secure_exim_is_clean_after_the_retry(exim_secure, tmp_path) -> None:
+    entry = scan(tmp_path, exim_secure.targets["smtp"], *VRFY_RULES)
+    facts = entry["facts"]
+    assert 501 in [a["code"] for a in facts["smtp.vrfy.attempts"]], facts["smtp.vrfy.attempts"]
+    assert not findings(entry) and set(entry["passed"]) == {"vrfy-discloses-users", "expn-discloses-lists"}
+    # The qualified answers were denials (252 / 550), not a disclosure.
+    assert facts["smtp.vrfy.postmaster.code"] != 250

@@ -173,16 +173,16 @@ async def test_accept_everything_server_stays_unconfirmed_even_when_it_refuses_m
     assert f["smtp.relay.controls"][-1]["rcpt_to"].endswith("@relaytest..invalid")
 
 
-def test_control_domains_sources_and_order() -> None:
+def test_own_domains_sources_and_order() -> None:
     from smtpaudit.probes.base import ProbeContext
-    from smtpaudit.probes.smtp.relay import control_domains
+    from smtpaudit.probes.smtp.behaviour import own_domains
     from smtpaudit.targets import parse_target
 
     ep = parse_target("mx1.example.org:25")
     ep = type(ep)(**{**ep.__dict__, "domain": "example.net"})
     prior = {"smtp.greeting.hostname": "MX1.Example.ORG.", "smtp.ehlo.hostname": "[192.0.2.1]",
              "tls.cert.san": ["*.example.com", "192.0.2.1", "localhost", "mail.example.org"]}
-    got = control_domains(prior, ep, ProbeContext(options={"local_domain": "corp.example"}))
+    got = own_domains(prior, ep, ProbeContext(options={"local_domain": "corp.example"}))
     assert got == [("corp.example", "--local-domain"), ("example.net", "scanned mail domain"),
                    ("mx1.example.org", "greeting"), ("example.org", "parent of the greeting name"),
                    ("example.com", "certificate (wildcard)"), ("mail.example.org", "certificate")]

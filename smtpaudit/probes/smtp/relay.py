@@ -10,7 +10,7 @@ address literals) is not sent again; a server that hangs up (Exim, after 3 synta
 new connection, at most 5 in all. The control (a random local part at the server's own name: a
 server that accepts it checks no recipients at RCPT time, so an accepted relay attempt might only
 be a later bounce) runs last: a random local part at each of the server's own domains in turn
-(``control_domains``: the scanned mail domain, the greeting and EHLO names and their parent
+(``own_domains``: the scanned mail domain, the greeting and EHLO names and their parent
 domains, the certificate names, the target host name) until one is refused with 5xx. That refusal
 shows the server checks recipients at RCPT time, which is what turns an accepted relay attempt
 into a confirmed one. When every one is accepted, a malformed address is tried as well, for the
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 from smtpaudit.probes.base import ConnectionClosed, ProbeContext, ProbeResult, ServiceUnavailable
-from smtpaudit.probes.smtp.behaviour import BehaviourProbe, Session, random_local_part, relay_domain, session, short
+from smtpaudit.probes.smtp.behaviour import BehaviourProbe, Session, own_domains, random_local_part, relay_domain, session, short
 from smtpaudit.probes.smtp.client import Transcript
 from smtpaudit.targets import Endpoint, Mode
 
@@ -85,7 +85,7 @@ class RelayProbe(BehaviourProbe):
         f["smtp.relay.malformed_rejected"] = None
         f["smtp.relay.control_rcpt"] = None
         f["smtp.relay.control_reply"] = None
-        own_domains = control_domains(prior, endpoint, ctx)
+        candidates = own_domains(prior, endpoint, ctx)
         f["smtp.relay.starttls_attempt"] = None
         attempts: list[dict[str, Any]] = []
         f["smtp.relay.attempts"] = attempts
@@ -111,7 +111,7 @@ class RelayProbe(BehaviourProbe):
                         while todo and errors < ERRORS_PER_CONNECTION:
                             errors += await self._attempt(s, todo.pop(0), values, f, attempts, refused_senders)
                         if not todo and errors <= ERRORS_PER_CONNECTION:  # the control may be error 9
-                            await self._controls(s, own_domains, domain, f)
+                            await self._controls(s, candidates, domain, f)
                             control_done = True
                     except ConnectionClosed:
                         # Exim hangs up after 3 syntax errors (smtp_max_synprot_errors): go on with a new connection.
@@ -200,7 +200,7 @@ class RelayProbe(BehaviourProbe):
         if code == 421:
             raise ServiceUnavailable("the server answered 421 during the relay attempts")
 
-    async def _controls(self, s: Session, own_domains: list[tuple[str, str]], foreign: str, f: dict[str, Any]) -> None:
+    async def _controls(self, s: Session, candidates: list[tuple[str, str]], foreign: str, f: dict[str, Any]) -> None:
         """Random local parts at the server's own domains until one is refused with 5xx (then a
         malformed address, for the record, when none was). Facts: the controls tried, the deciding
         one (``control``), and ``control_accepted``: false = the server refused a well-formed
@@ -212,7 +212,7 @@ class RelayProbe(BehaviourProbe):
             f["smtp.relay.control"] = {"rcpt_to": None, "code": mail.code, "text": short(mail), "accepted": None,
                                        "note": "MAIL FROM:<> refused: no control possible"}
             return
-        for own, source in own_domains[:MAX_CONTROLS]:
+        for own, source in candidates[:MAX_CONTROLS]:
             record = await self._rcpt_control(s, f"{random_local_part()}@{own}", own, source)
             controls.append(record)
             if record["accepted"] is False and record["code"] >= 500:
@@ -239,46 +239,6 @@ class RelayProbe(BehaviourProbe):
         rcpt = await s.client.command(f"RCPT TO:<{address}>")
         return {"rcpt_to": address, "domain": domain, "source": source, "code": rcpt.code, "text": short(rcpt),
                 "accepted": 200 <= rcpt.code < 300}
-
-
-def control_domains(prior: Mapping[str, Any], endpoint: Endpoint, ctx: ProbeContext) -> list[tuple[str, str]]:
-    """The server's own domains, most likely local first, each with where it came from.
-
-    A control recipient at a domain the server only relays for is accepted like any relay and
-    proves nothing; one at a domain it serves is refused when the user does not exist. So every
-    name the server or the user associates with it is a candidate: ``--local-domain``, the mail
-    domain whose MX this is, the greeting and EHLO names and their parent domains, the
-    certificate's DNS names, the target host name. IP addresses and single labels are skipped.
-    """
-    out: list[tuple[str, str]] = []
-
-    def add(name: Any, source: str) -> None:
-        if not isinstance(name, str):
-            return
-        name = name.strip().rstrip(".").lower()
-        if name.startswith("*."):
-            name, source = name[2:], f"{source} (wildcard)"
-        if "." not in name or name.startswith("[") or not all(part and len(part) < 64 for part in name.split(".")):
-            return
-        try:
-            ipaddress.ip_address(name)
-            return
-        except ValueError:
-            pass
-        if len(name) < 254 and all(ch.isalnum() or ch in "-." for ch in name) and name not in [d for d, _ in out]:
-            out.append((name, source))
-
-    add(ctx.options.get("local_domain"), "--local-domain")
-    add(endpoint.domain, "scanned mail domain")
-    for fact, source in (("smtp.greeting.hostname", "greeting"), ("smtp.ehlo.hostname", "EHLO")):
-        name = prior.get(fact)
-        add(name, source)
-        if isinstance(name, str) and name.count(".") >= 2:
-            add(name.split(".", 1)[1], f"parent of the {source} name")
-    for name in prior.get("tls.cert.san") or []:
-        add(name, "certificate")
-    add(endpoint.host, "target host")
-    return out
 
 
 def _peer_literal(s: Session) -> str | None:
