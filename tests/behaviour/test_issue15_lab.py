@@ -102,3 +102,37 @@ def test_vrfy_on_secure_exim_is_clean_after_the_retry(exim_secure, tmp_path) -> 
     assert not findings(entry) and set(entry["passed"]) == {"vrfy-discloses-users", "expn-discloses-lists"}
     # The qualified answers were denials (252 / 550), not a disclosure.
     assert facts["smtp.vrfy.postmaster.code"] != 250
+
+
+SMUGGLING = ("--intrusive", "--rule", "smtp-smuggling-exploitable")
+
+
+def test_smuggling_on_hardened_postfix_with_a_recipient_it_serves(postfix_hardened, lab_reconfigure, tmp_path) -> None:
+    """The default recipient comes from the certificate (it verifies with the lab CA and names
+    mail.lab.test), checked as local with RCPT only. The hardened Postfix then really is tested:
+    with smtpd_forbid_bare_newline = yes it is not exploitable; with Postfix 3.7's default (no)
+    the same server takes <LF>.<LF> as end-of-data."""
+    target = postfix_hardened.targets["smtp"]
+    ca = ("--ca-file", str(postfix_hardened.ca_cert))
+    entry = scan(tmp_path, target, *SMUGGLING, *ca)
+    facts = entry["facts"]
+    assert facts["smtp.smuggling.recipient"] == "postmaster@mail.lab.test", facts.get("smtp.smuggling.recipient_checks")
+    assert "certificate, which verifies" in facts["smtp.smuggling.recipient_source"]
+    assert facts["smtp.smuggling.tested"] is True
+    assert entry["passed"] == ["smtp-smuggling-exploitable"], entry["not_evaluated"]
+
+    lab_reconfigure(postfix_hardened, smtpd_forbid_bare_newline="no")
+    entry = scan(tmp_path, target, *SMUGGLING, *ca)
+    got = findings(entry)
+    assert "lf.lf" in entry["facts"]["smtp.smuggling.accepted_producible"]
+    assert "postmaster@mail.lab.test" in got["smtp-smuggling-exploitable"]["message"]
+
+
+def test_smuggling_without_a_served_domain_is_not_evaluated(postfix_hardened, tmp_path) -> None:
+    """Target 127.0.0.1, certificate not verified (no --ca-file): only the greeting names a domain,
+    which is never enough. Nothing is sent; the rule says what it needs."""
+    entry = scan(tmp_path, postfix_hardened.targets["smtp"], *SMUGGLING)
+    assert entry["facts"]["smtp.smuggling.recipient"] is None
+    [ne] = entry["not_evaluated"]
+    assert ne["rule_id"] == "smtp-smuggling-exploitable" and "needs --smuggling-rcpt" in ne["reason"]
+    assert "smtp-smuggling-exploitable" not in entry["passed"]
