@@ -136,3 +136,32 @@ def test_smuggling_without_a_served_domain_is_not_evaluated(postfix_hardened, tm
     [ne] = entry["not_evaluated"]
     assert ne["rule_id"] == "smtp-smuggling-exploitable" and "needs --smuggling-rcpt" in ne["reason"]
     assert "smtp-smuggling-exploitable" not in entry["passed"]
+
+
+AUTH_RULES = ("--rule", "plaintext-auth-accepted", "--rule", "auth-before-starttls", "--command-timeout", "4")
+
+
+def test_plaintext_auth_on_a_server_that_never_answers_a_wrong_password(aiosmtpd_insecure, tmp_path) -> None:
+    """aiosmtpd asks for the credential with 334 before TLS and then never answers a wrong one:
+    it processed a clear-text password. A finding (critical, grade cap F), never a pass."""
+    entry = scan(tmp_path, aiosmtpd_insecure.targets["smtp"], *AUTH_RULES)
+    facts = entry["facts"]
+    assert facts["smtp.auth.plaintext_probe"] == "no_reply" and facts["smtp.auth.plaintext_challenged"] is True
+    got = findings(entry)
+    assert got["plaintext-auth-accepted"]["severity"] == "critical" and got["plaintext-auth-accepted"]["grade_cap"] == "F"
+    assert "auth-before-starttls" in got
+    # And the server really does accept the right password in clear text (what the finding claims).
+    import smtplib
+    client = smtplib.SMTP(aiosmtpd_insecure.host, aiosmtpd_insecure.ports["smtp"], timeout=10)
+    try:
+        client.ehlo("check.example.net")
+        assert client.login(aiosmtpd_insecure.credentials.user, aiosmtpd_insecure.credentials.password)[0] == 235
+    finally:
+        client.quit()
+
+
+def test_plaintext_auth_refused_before_tls_passes(aiosmtpd_hardened, postfix_hardened, exim_secure, tmp_path) -> None:
+    for server in (aiosmtpd_hardened, postfix_hardened, exim_secure):
+        entry = scan(tmp_path, server.targets["smtp"], *AUTH_RULES)
+        assert entry["facts"]["smtp.auth.plaintext_processed"] is False, (server.name, entry["facts"]["smtp.auth.plaintext_probe"])
+        assert set(entry["passed"]) == {"plaintext-auth-accepted", "auth-before-starttls"}, server.name
