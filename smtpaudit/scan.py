@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 from smtpaudit import __version__
 from smtpaudit.catalog import Catalog
 from smtpaudit.engine.evaluate import judge_all
+from smtpaudit.engine.crossendpoint import derive_domain_facts
 from smtpaudit.engine.planner import probes_needed
 from smtpaudit.engine.rules import Rule
 from smtpaudit.engine.scoring import FORMULA, ScoredFinding, score_endpoint
@@ -256,7 +257,8 @@ def plan_probes(rules: Mapping[str, Rule], catalog: Catalog) -> list[str]:
     """The probes the selected rules need, dependencies first (the session probe always runs)."""
     fact_probe = {name: spec.probe for name, spec in catalog.facts.items()}
     after = {name: getattr(cls, "after", ()) for name, cls in PROBES.items()}
-    return probes_needed(rules.values(), fact_probe, after, always=("smtp.session",))
+    derived = {name: spec.derived_from for name, spec in catalog.probes.items() if spec.derived_from}
+    return probes_needed(rules.values(), fact_probe, after, always=("smtp.session",), derived=derived)
 
 
 async def run_scan(
@@ -288,7 +290,20 @@ async def run_scan(
             progress(ep.id, entry)
         return entry
 
-    return list(await asyncio.gather(*(one(ep) for ep in endpoints)))
+    entries = list(await asyncio.gather(*(one(ep) for ep in endpoints)))
+    judge_domains(entries, rules, catalog)
+    return entries
+
+
+def judge_domains(entries: list[dict[str, Any]], rules: Mapping[str, Rule], catalog: Catalog) -> None:
+    """Add each domain entry's cross-endpoint facts (from its MX entries) and judge it again."""
+    for entry in entries:
+        domain = entry["endpoint"].get("domain")
+        if entry["endpoint"].get("role") != "domain" or not domain:
+            continue
+        mx = [e["facts"] for e in entries if e is not entry and e["endpoint"].get("domain") == domain]
+        entry["facts"].update(derive_domain_facts(mx))
+        judge_endpoint(entry, rules, catalog)
 
 
 def summarize(entries: list[dict[str, Any]]) -> dict[str, Any]:
