@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from smtpaudit.engine.judge import judge_entry
+from smtpaudit.engine.rules import Rule
+
 
 def _cert_problem(facts: Mapping[str, Any]) -> str | None | bool:
     """Why an MX certificate fails PKIX validation for the MX name (RFC 8461 section 4.2), None
@@ -47,3 +50,14 @@ def derive_domain_facts(mx_entries: list[Mapping[str, Any]]) -> dict[str, Any]:
     if invalid or (checked and not unknown):
         out["domain.mx.cert_invalid"] = invalid
     return out
+
+
+def judge_domains(entries: list[dict[str, Any]], rules: Mapping[str, Rule], fact_probe: Mapping[str, str]) -> None:
+    """Add each domain entry's cross-endpoint facts (from its MX entries) and judge it again."""
+    for entry in entries:
+        domain = entry["endpoint"].get("domain")
+        if entry["endpoint"].get("role") != "domain" or not domain:
+            continue
+        mx = [e["facts"] for e in entries if e is not entry and e["endpoint"].get("domain") == domain]
+        entry["facts"].update(derive_domain_facts(mx))
+        judge_entry(entry, rules, fact_probe)

@@ -89,7 +89,7 @@ async def test_greeting_claim_alone_never_picks_the_recipient() -> None:
         result = await run_probe(SmugglingProbe, mta.port, prior={"smtp.greeting.hostname": "gmail.example",
                                                                    "tls.cert.trusted": False, "tls.cert.san": ["gmail.example"]},
                                  intrusive=True, options=FAST)
-    assert result.status == "error" and result.error_reason == "needs_smuggling_rcpt"
+    assert result.status == "skipped" and result.error_reason == "needs_option"
     assert "needs --smuggling-rcpt" in result.error_message
     assert "smtp.smuggling.accepted_producible" not in result.facts and result.facts["smtp.smuggling.recipient"] is None
     assert mta.connections == 0
@@ -102,7 +102,7 @@ async def test_served_domain_that_the_server_relays_for_is_not_taken_as_local() 
     async with FakeMta(open_relay=True) as mta:
         result = await run_probe(SmugglingProbe, mta.port, prior={"tls.cert.trusted": True, "tls.cert.san": ["example.net"]},
                                  intrusive=True, options=FAST)
-    assert result.status == "error" and result.error_reason == "needs_smuggling_rcpt"
+    assert result.status == "skipped" and result.error_reason == "needs_option"
     checks = result.facts["smtp.smuggling.recipient_checks"]
     assert [c["accepted"] for c in checks] == [True, True, True]  # postmaster@, random@example.net, foreign
     assert mta.data_started == 0 and mta.connections == 1

@@ -8,6 +8,7 @@ after the AUTH attempt, STARTTLS is observed on a fresh connection.
 from __future__ import annotations
 
 import base64
+import re
 import secrets as _secrets
 import time
 from typing import Any, ClassVar, Mapping
@@ -28,6 +29,7 @@ from smtpaudit.probes.smtp.fingerprint import identify, reply_text
 from smtpaudit.targets import Endpoint, Mode
 
 INVALID_USER = "smtpaudit-invalid-user"
+ENHANCED_CODE = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")  # RFC 3463 status code
 
 
 def classify_auth_reply(code: int) -> str:
@@ -92,19 +94,23 @@ async def _auth_probe(client: SmtpClient, caps: Capabilities, seen: dict[str, bo
     return reply
 
 
-def plaintext_processed(outcome: str | None, challenged: bool) -> bool | None:
+def plaintext_processed(outcome: str | None, code: int | None, challenged: bool) -> bool | None:
     """Did the server process a credential sent before TLS? None = the exchange does not tell.
 
     Yes when it judged the credential (535, 235) or asked for it with 334 (then said nothing, or
-    hung up); no when it refused AUTH itself (530/538 encryption required, 5xx not supported);
-    anything else (no reply to the command itself, 4xx, odd codes) proves neither.
+    hung up); no when it refused AUTH itself (530/538 encryption required, 5xx not supported), or
+    gave any other final 2xx/5xx answer to the AUTH command without ever asking for the
+    credential (none was sent, so none was processed); anything else (no reply to the command
+    itself, 4xx) proves neither.
     """
     if outcome in ("credentials_checked", "accepted_invalid_credential"):
         return True
     if outcome in ("encryption_required", "not_supported"):
         return False
-    if challenged and outcome in ("no_reply", "connection_closed"):
-        return True
+    if challenged:
+        return True if outcome in ("no_reply", "connection_closed") else None
+    if outcome == "other" and code is not None and (200 <= code < 300 or code >= 500):
+        return False
     return None
 
 
@@ -197,7 +203,8 @@ class SessionProbe:
                 if auth_reply.code == 421:
                     await client.close()
             f["smtp.auth.plaintext_challenged"] = bool(seen.get("challenged"))
-            processed = plaintext_processed(f["smtp.auth.plaintext_probe"], bool(seen.get("challenged")))
+            processed = plaintext_processed(f["smtp.auth.plaintext_probe"], f.get("smtp.auth.plaintext_probe_code"),
+                                            bool(seen.get("challenged")))
             if processed is not None:  # absent when the exchange proves nothing: "not evaluated"
                 f["smtp.auth.plaintext_processed"] = processed
         except BaseException:
@@ -223,16 +230,24 @@ class SessionProbe:
         code = int(first[:3]) if first[:3].isdigit() else None
         # The greeting reply: all leading S lines with the first line's code.
         texts = []
+        final = False
         for ln in greeting_lines:
             if ln.text[:3] != first[:3]:
                 break
             texts.append(ln.text[4:])
             if ln.text[3:4] != "-":
+                final = True
                 break
+        if not final:
+            # A greeting that never ended (dripped, cut) is no greeting: nothing to record.
+            return
         f["smtp.greeting.code"] = code
         f["smtp.greeting.text"] = "\n".join(texts)[:2000]
         words = texts[0].split() if texts else []
-        f["smtp.greeting.hostname"] = words[0] if words else None
+        if words and ENHANCED_CODE.fullmatch(words[0]):
+            words = words[1:]  # "421 4.7.0 host ..." : the enhanced status code is not a name
+        # Only a 220 greeting names the server (RFC 5321 4.2); a refusal's text is free-form.
+        f["smtp.greeting.hostname"] = words[0] if words and code == 220 else None
 
     @staticmethod
     def _record_ehlo(f: dict[str, Any], caps: Capabilities, prefix: str) -> None:

@@ -16,7 +16,7 @@ certificate when that certificate verifies, the host name the user gave; never t
 so a relay that greets as someone else's domain never passes test messages to a third party;
 and (2) the server treats as local: on one connection without DATA it accepts postmaster there and
 refuses a random user there, or refuses a foreign recipient. If no such domain is found nothing is
-sent, and the probe ends with the error ``needs_smuggling_rcpt`` (its rules: not evaluated).
+sent, and the probe is skipped with the reason ``needs_option`` (its rules: not evaluated).
 
 Each sequence is tagged attacker-producible or strictness-only. Connections: one per sequence (9),
 the first alone, then at most two at a time.
@@ -32,7 +32,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
-from smtpaudit.probes.base import ConnectionClosed, ProbeContext, ProbeError, ProbeResult, ReplyTimeout
+from smtpaudit.probes.base import ConnectionClosed, ProbeContext, ProbeResult, ReplyTimeout
 from smtpaudit.probes.smtp.behaviour import BehaviourProbe, open_session, random_local_part, relay_domain, session, short
 from smtpaudit.probes.smtp.client import Transcript
 from smtpaudit.targets import Endpoint
@@ -68,6 +68,7 @@ def smuggling_message(rcpt: str, sender_domain: str, name: str) -> bytes:
 class SmugglingProbe(BehaviourProbe):
     name: ClassVar[str] = "smtp.smuggling"
     intrusive: ClassVar[bool] = True
+    sockets: ClassVar[int] = 2  # two sequences are tried at a time
     # tls.cert: a name in a certificate that verifies is evidence that the target serves that domain.
     after: ClassVar[tuple[str, ...]] = ("smtp.session", "tls.cert")
 
@@ -82,7 +83,9 @@ class SmugglingProbe(BehaviourProbe):
             if found is None:
                 f.update({"smtp.smuggling.recipient": None, "smtp.smuggling.tested": False, "smtp.smuggling.results": [],
                           "smtp.smuggling.not_tested_reason": NO_RECIPIENT})
-                raise ProbeError(NO_RECIPIENT, reason="needs_smuggling_rcpt")
+                # Not run for want of an option: its rules are not evaluated and say what they need.
+                result.status, result.error_reason, result.error_message = "skipped", "needs_option", NO_RECIPIENT
+                return
             rcpt, f["smtp.smuggling.recipient_source"] = found
         rcpt = str(rcpt)
         timeout = float(ctx.options.get("smuggling_timeout", DEFAULT_TIMEOUT))

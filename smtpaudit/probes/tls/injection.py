@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar, Mapping
 
+from smtpaudit.outcomes import ProbeStatus, Reason
 from smtpaudit.probes.base import ProbeContext, ProbeError, ProbeResult, ReplyTimeout
 from smtpaudit.probes.smtp.client import SmtpClient, Transcript
 from smtpaudit.targets import Endpoint, Mode
@@ -31,13 +32,11 @@ class StarttlsInjectionProbe:
         if endpoint.mode is Mode.IMPLICIT or prior.get("smtp.starttls.offered") is False:
             f["tls.starttls_injection.vulnerable"] = None
             f["tls.starttls_injection.evidence"] = None
-            result.status, result.error_reason = "skipped", "no_starttls"
+            result.status, result.error_reason = ProbeStatus.SKIPPED, Reason.NO_TLS
             result.error_message = "implicit TLS endpoint" if endpoint.mode is Mode.IMPLICIT else "STARTTLS is not offered"
             return result
         client: SmtpClient | None = None
         try:
-            if ctx.host_slots is not None:
-                await ctx.host_slots.acquire()
             try:
                 result.connections += 1
                 client = await SmtpClient.open(endpoint, ctx, transcript, conn=1)
@@ -45,8 +44,6 @@ class StarttlsInjectionProbe:
             finally:
                 if client is not None:
                     await client.close()
-                if ctx.host_slots is not None:
-                    ctx.host_slots.release()
         except ProbeError as exc:
             result.status, result.error_reason, result.error_message = "error", exc.reason, exc.message
         finally:
