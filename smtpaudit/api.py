@@ -26,7 +26,7 @@ from smtpaudit.engine.policy import DEFAULT_POLICY, Policy, apply_policy, find_p
 from smtpaudit.engine.rules import Rule, Selection, load_rules
 from smtpaudit.engine.scoring import FORMULA
 from smtpaudit.paths import builtin_rules_dir
-from smtpaudit.probes.base import Limits, Timeouts
+from smtpaudit.probes.base import ProbeSettings, Timeouts
 from smtpaudit.report.build import build_report, refresh, ruleset_digest
 from smtpaudit.targets import Endpoint, parse_target
 from smtpaudit.timeutil import now_iso
@@ -51,17 +51,10 @@ class RuleSet:
 
 
 @dataclass(frozen=True)
-class ScanOptions:
-    """Everything a scan needs besides targets and rules. Defaults are the CLI's defaults."""
+class ScanOptions(ProbeSettings):
+    """Everything a scan needs besides targets and rules: the probe settings plus the gate. Defaults
+    are the CLI's defaults."""
 
-    ehlo_name: str = "smtpaudit.example.net"
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    limits: Limits = field(default_factory=Limits)
-    intrusive: bool = False
-    concurrency: int = 16
-    per_host: int = 2
-    probe_options: Mapping[str, Any] = field(default_factory=dict)
-    secrets: tuple[str, ...] = ()
     fail_on: str | None = "high"
     allow_incomplete: bool = False
     argv: tuple[str, ...] = ()
@@ -159,7 +152,7 @@ async def scan_async(
 ) -> dict[str, Any]:
     """Scan, judge and assemble the report (see ``scan``)."""
     # Imported here so the offline commands (report, evaluate, diff, baseline) never load the network side.
-    from smtpaudit.scan import ProbeSettings, run_endpoints
+    from smtpaudit.scan import run_endpoints
 
     endpoints = [t if isinstance(t, Endpoint) else parse_target(t) for t in targets]
     skipped: list[dict[str, str]] = []
@@ -168,11 +161,6 @@ async def scan_async(
         if not ruleset.rules:
             raise UsageError("every selected rule needs an intrusive probe: add --intrusive")
     probe_names = plan(ruleset)
-    settings = ProbeSettings(
-        ehlo_name=options.ehlo_name, timeouts=options.timeouts, limits=options.limits, intrusive=options.intrusive,
-        concurrency=options.concurrency, per_host=options.per_host, probe_options=dict(options.probe_options),
-        secrets=options.secrets,
-    )
     fact_probe = ruleset.fact_probe
 
     def judged(entry: dict[str, Any]) -> Any:
@@ -181,7 +169,7 @@ async def scan_async(
         return on_entry(entry) if on_entry is not None else None
 
     started, t0 = now_iso(), time.monotonic()
-    entries, peaks = await run_endpoints(endpoints, probe_names, settings, ruleset.catalog, on_entry=judged, on_probe=on_probe)
+    entries, peaks = await run_endpoints(endpoints, probe_names, options, ruleset.catalog, on_entry=judged, on_probe=on_probe)
     # Domain entries again, now with the facts only their MX entries together can tell.
     judge_domains(entries, ruleset.rules, fact_probe)
     recorded = {"ehlo_name": options.ehlo_name, "intrusive": options.intrusive, "fail_on": options.fail_on,

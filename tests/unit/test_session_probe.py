@@ -149,7 +149,7 @@ def test_no_reply_to_a_wrong_password_is_never_a_pass(step, processed):
     server = FakeSmtpServer(script=[Send(b"220 quiet.example.test ESMTP\r\n")], responder=_silent_after(step))
     result = run_probe(SessionProbe(), server)
     f = result.facts
-    assert f["smtp.auth.plaintext_probe"] == "no_reply"
+    assert f["smtp.auth.plaintext_probe_inconclusive"] == "no_reply" and "smtp.auth.plaintext_probe" not in f
     assert f["smtp.auth.plaintext_challenged"] is (step == "credential")
     assert f.get("smtp.auth.plaintext_processed") is processed and ("smtp.auth.plaintext_processed" in f) is (processed is not None)
     assert_catalogued(result)

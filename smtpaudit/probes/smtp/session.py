@@ -192,8 +192,9 @@ class SessionProbe:
                 await client.close()
             except ReplyTimeout:
                 # Servers that slow down failed logins (Dovecot's auth penalty grows per client IP)
-                # may not answer within the command timeout: unknown, and the session is unusable.
-                f["smtp.auth.plaintext_probe"] = "no_reply"
+                # may not answer within the command timeout (aiosmtpd never answers a wrong one):
+                # by itself unknown; plaintext_processed below decides with the 334 it saw or not.
+                f["smtp.auth.plaintext_probe_inconclusive"] = "no_reply"
                 f["smtp.auth.plaintext_probe_code"] = None
                 await client.close()
             else:
@@ -203,8 +204,8 @@ class SessionProbe:
                 if auth_reply.code == 421:
                     await client.close()
             f["smtp.auth.plaintext_challenged"] = bool(seen.get("challenged"))
-            processed = plaintext_processed(f["smtp.auth.plaintext_probe"], f.get("smtp.auth.plaintext_probe_code"),
-                                            bool(seen.get("challenged")))
+            outcome = f.get("smtp.auth.plaintext_probe") or f.get("smtp.auth.plaintext_probe_inconclusive")
+            processed = plaintext_processed(outcome, f.get("smtp.auth.plaintext_probe_code"), bool(seen.get("challenged")))
             if processed is not None:  # absent when the exchange proves nothing: "not evaluated"
                 f["smtp.auth.plaintext_processed"] = processed
         except BaseException:

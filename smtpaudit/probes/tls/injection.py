@@ -80,9 +80,10 @@ class StarttlsInjectionProbe:
             f["tls.starttls_injection.evidence"] = f"nothing arrived inside TLS within {UNSOLICITED_WAIT:g}s"
             await client.quit()
             return
-        except ProbeError as exc:
-            f["tls.starttls_injection.vulnerable"] = False
-            f["tls.starttls_injection.evidence"] = f"no reply inside TLS ({exc.message})"
-            return
+        except ProbeError:
+            # The connection failed inside TLS: nothing was observed either way (the probe errs,
+            # its verdict stays absent) rather than "not vulnerable".
+            f.pop("tls.starttls_injection.vulnerable", None)
+            raise
         f["tls.starttls_injection.vulnerable"] = True
         f["tls.starttls_injection.evidence"] = f"unsolicited reply inside TLS: {unsolicited.code} {unsolicited.text[:200]}"
