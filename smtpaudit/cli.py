@@ -25,6 +25,8 @@ from smtpaudit.api import UsageError
 from smtpaudit.catalog import load_catalog
 from smtpaudit.engine.rules import RuleSetError, Selection, load_rules
 from smtpaudit.engine.severity import SEVERITIES
+from smtpaudit.history import commands as history_commands
+from smtpaudit.history.store import HistoryError
 from smtpaudit.report import model, text
 from smtpaudit.report.build import EXIT_FINDINGS, EXIT_OK, EXIT_UNSCANNED, EXIT_USAGE
 from smtpaudit.targets import Endpoint, Role, TargetError, dedupe, parse_target, read_targets_file
@@ -110,11 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--shard", metavar="I/N", help="scan only shard I of N (deterministic by endpoint: N machines with the same list cover it once)")
     _add_rule_args(scan)
     _add_output_args(scan)
+    scan.add_argument("--history", metavar="DB", help="also record the scan in this history database (SQLite; created if missing)")
 
     rep = sub.add_parser("report", help="re-render saved report(s) in another format (shards are merged); no network",
                          epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     rep.add_argument("reports", nargs="+", metavar="REPORT.json")
     _add_output_args(rep, fail_on_default=None)
+    rep.add_argument("--history", metavar="DB", help="record the (merged) report in this history database; HTML gains a history section")
 
     ev = sub.add_parser("evaluate", help="judge the facts of a saved report with other rules or another policy; no network",
                         epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -125,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     df = sub.add_parser("diff", help="new, fixed and unchanged findings and grade changes between two reports",
                         epilog="exit 1 when a new open finding reaches --fail-on (the nightly alert); 2 on bad input")
     df.add_argument("old", metavar="OLD.json")
-    df.add_argument("new", metavar="NEW.json")
+    df.add_argument("new", metavar="NEW.json", nargs="?")
+    df.add_argument("--history", metavar="DB", help="compare the one report given with the last night before it in this history database")
     df.add_argument("-o", "--output", metavar="FILE", help="write the diff here (default: stdout)")
     df.add_argument("--format", choices=("text", "json", "html"), default="text")
     df.add_argument("--fail-on", choices=SEVERITIES, default="high", help="lowest severity of a new finding that makes the exit code 1 (default: high)")
@@ -141,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="start a built-in, deliberately weak SMTP server on loopback and scan it")
     demo.add_argument("-o", "--output", metavar="FILE", default="reports/demo.json", help="report file (default: %(default)s)")
+
+    history_commands.add_parser(sub)
 
     rules = sub.add_parser("rules", help="list or validate rules")
     rsub = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND")
@@ -194,11 +201,11 @@ def _apply_baseline(report: dict[str, Any], args: argparse.Namespace) -> None:
         sys.stderr.write(f"smtpaudit: warning: {warning}\n")
 
 
-def _write(report: dict[str, Any], args: argparse.Namespace) -> None:
+def _write(report: dict[str, Any], args: argparse.Namespace, history: dict[str, Any] | None = None) -> None:
     from smtpaudit.workflows import renderer
 
     fmt = args.format or ("json" if args.output else "text")
-    content = renderer(fmt, sarif_artifact=getattr(args, "sarif_artifact", None))(report)
+    content = renderer(fmt, sarif_artifact=getattr(args, "sarif_artifact", None), history=history)(report)
     if getattr(args, "output_dir", None):
         _write_output_dir(report, args, fmt)
         if not args.output:
@@ -320,6 +327,7 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
             sys.stderr.write(f"smtpaudit: shard {args.shard} holds no target\n")
     ruleset = load_ruleset(args)
     options = _scan_options(args, argv)
+    history = history_commands.prepare(args.history) if args.history else None  # fail before scanning
     from smtpaudit.fleet import Progress
 
     progress = Progress(len(endpoints), enabled=not args.quiet and sys.stderr.isatty())
@@ -328,10 +336,12 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
     finally:
         progress.finish()
     _apply_baseline(report, args)
+    view, recorded = (history_commands.record(history, report, quiet=args.quiet, view=args.format == "html")
+                      if history else (None, True))
     code = exit_code_for(report, args.fail_on, allow_incomplete=args.allow_incomplete)
-    _write(report, args)
+    _write(report, args, view)
     _explain_incomplete(report, args)
-    return code
+    return code if recorded else EXIT_USAGE
 
 
 def _explain_incomplete(report: dict[str, Any], args: argparse.Namespace) -> None:
@@ -382,7 +392,13 @@ def run_report_command(args: argparse.Namespace) -> int:
     if args.fail_on or args.baseline or args.allow_incomplete or len(args.reports) > 1:
         # Only then does the gate change; a plain re-render is lossless.
         code = exit_code_for(report, args.fail_on, allow_incomplete=args.allow_incomplete)
-    _write(report, args)
+    view, recorded = (None, True)
+    if args.history:
+        view, recorded = history_commands.record(history_commands.prepare(args.history), report,
+                                                 source=", ".join(args.reports), quiet=args.quiet, view=args.format == "html")
+    _write(report, args, view)
+    if not recorded:
+        return EXIT_USAGE
     return code if args.fail_on else EXIT_OK
 
 
@@ -404,7 +420,15 @@ def run_diff_command(args: argparse.Namespace) -> int:
     from smtpaudit import diff as differ
     from smtpaudit.report import html
 
-    result = differ.compare(model.load(args.old), model.load(args.new))
+    if args.history:
+        if args.new:
+            raise UsageError("diff --history DB takes one report: today's (it is compared with the last night in DB)")
+        new = model.load(args.old)
+        result = differ.compare(history_commands.diff_base(args.history, new), new)
+    elif not args.new:
+        raise UsageError("diff: give OLD.json NEW.json, or --history DB NEW.json")
+    else:
+        result = differ.compare(model.load(args.old), model.load(args.new))
     if args.format == "json":
         content = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
     elif args.format == "html":
@@ -523,13 +547,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_diff_command(args)
         if args.command == "baseline":
             return run_baseline_command(args)
+        if args.command == "history":
+            return history_commands.run(args)
         if args.command == "demo":
             from smtpaudit.demo import run_demo
 
             return run_demo(args.output)
         parser.print_help()
         return EXIT_USAGE
-    except (UsageError, TargetError, model.ReportError) as exc:
+    except (UsageError, TargetError, model.ReportError, HistoryError) as exc:
         fatal(str(exc))
     except RuleSetError as exc:
         for err in exc.errors:

@@ -32,6 +32,7 @@ INSTANCES: dict[str, type[LabServer]] = {
     "exim-secure": EximServer,
     "exim-insecure": EximServer,
     "opensmtpd": OpenSMTPDServer,
+    "opensmtpd-insecure": OpenSMTPDServer,
     "aiosmtpd-hardened": AiosmtpdServer,
     "aiosmtpd-insecure": AiosmtpdServer,
 }
