@@ -65,6 +65,14 @@ class Rule:
     examples: list[dict[str, Any]] = field(default_factory=list)
     facts: frozenset[str] = frozenset()
     origin: str = "builtin"
+    # Version-based rules (engine.vulntable): how reliable a finding is (engine.quality), what the
+    # endpoint must show for the flaw to be reachable, and the active test that overrides the guess.
+    detection_quality: int | None = None
+    detection_method: str | None = None
+    detection_note: str | None = None  # why the base quality is what it is (appended to the message)
+    quality_overrides: list[dict[str, Any]] = field(default_factory=list)  # {when, quality, method, reason}; first true wins
+    requires: list[dict[str, Any]] = field(default_factory=list)  # {name, description, when}; each must hold
+    active: dict[str, Any] | None = None  # {test, probe, ran, when, quality, method, reported_by}
 
     def summary(self) -> dict[str, Any]:
         """The rule's metadata as it is recorded in reports (everything but the examples)."""
@@ -84,6 +92,9 @@ class Rule:
             "params": self.params,
             "facts": sorted(self.facts),
             "path": self.path,
+            "detection_quality": self.detection_quality,
+            "requires": [r["name"] for r in self.requires],
+            "active_test": self.active["test"] if self.active else None,
         }
 
 

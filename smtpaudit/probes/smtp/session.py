@@ -147,6 +147,7 @@ class SessionProbe:
         f["software.version"] = fp.version
         f["software.version_source"] = fp.source if fp.version else None
         f["software.evidence"] = fp.evidence
+        f["software.distribution"] = fp.distribution
 
     async def _observe(self, endpoint: Endpoint, ctx: ProbeContext, result: ProbeResult, transcript: Transcript) -> None:
         f = result.facts
@@ -172,7 +173,8 @@ class SessionProbe:
 
             help_reply = await client.command("HELP")
             f["smtp.help.code"] = help_reply.code
-            f["smtp.help.text"] = help_reply.text[:2000] if help_reply.code in (211, 214) else None
+            # Kept whatever the code: a refusal's wording identifies software too (Postfix has no HELP).
+            f["smtp.help.text"] = help_reply.text[:2000] if help_reply.code is not None else None
 
             if implicit:
                 f["smtp.auth.plaintext_probe"] = None
