@@ -70,11 +70,14 @@ def judge(
     role, mode = facts.get("endpoint.role"), facts.get("endpoint.mode")
     if (role is not None and role not in rule.roles) or (mode is not None and mode not in rule.modes):
         return Outcome(rule.id, RuleOutcome.NOT_APPLICABLE, reason=f"applies to roles {list(rule.roles)} and modes {list(rule.modes)}")
-    if rule.active:
+    ev = evaluate(rule.when, facts, rule.params)
+    if rule.active and ev.value is not False:
+        # The active test confirms or refutes the version-based match; outside the affected
+        # versions there is no match to decide (the flaw itself is its own rule, e.g.
+        # tls-starttls-injection, so a CVE id is never pinned on a version it does not concern).
         decided = _judge_active(rule, facts)
         if decided is not None:
             return decided
-    ev = evaluate(rule.when, facts, rule.params)
     used = dict(ev.used)
     missing = set(ev.missing)
     if ev.value is True:

@@ -74,12 +74,19 @@ def test_active_test_that_showed_nothing_overrides_the_banner(rules):
 
 
 def test_active_test_that_showed_the_flaw_confirms_it(rules):
-    facts = {**EXIM_496, "software.version": "4.98", "smtp.smuggling.tested": True,
-             "smtp.smuggling.accepted_producible": ["lf-dot-crlf"]}
-    out = outcome(rules["cve-2023-51766"], facts)  # 4.98 is outside the range: the active result decides
+    facts = {**EXIM_496, "smtp.smuggling.tested": True, "smtp.smuggling.accepted_producible": ["lf-dot-crlf"]}
+    out = outcome(rules["cve-2023-51766"], facts)  # 4.96 is in the range: the active result confirms it
     assert out.status == "finding" and out.confidence == "firm"
     assert out.detection_quality == 95 and out.detection_method == "remote_active" and out.gate is True
     assert "confirmed by the active smuggling test" in out.message
+
+
+def test_active_test_never_pins_a_cve_on_a_version_outside_its_range(rules):
+    # A smugglable Exim 4.98 is a real problem (smtp-smuggling-exploitable reports it), but it is
+    # not CVE-2023-51766, which 4.98 is not affected by.
+    facts = {**EXIM_496, "software.version": "4.98", "smtp.smuggling.tested": True,
+             "smtp.smuggling.accepted_producible": ["lf-dot-crlf"]}
+    assert outcome(rules["cve-2023-51766"], facts).status == "passed"
 
 
 def test_active_test_not_run_leaves_the_version_guess(rules):

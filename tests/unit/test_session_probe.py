@@ -68,7 +68,9 @@ def test_weak_server_plaintext_auth_is_observed_and_redacted():
     assert f["smtp.auth.mechanisms_before_tls"] == ["PLAIN", "LOGIN"]
     assert f["smtp.auth.plaintext_probe"] == "credentials_checked" and f["smtp.auth.plaintext_probe_code"] == 535
     assert (f["software.product"], f["software.version"], f["software.version_source"]) == ("exim", "4.92.3", "banner")
-    assert any(ln.text == "AUTH PLAIN [redacted invalid test credential]" for ln in result.transcript)
+    # PLAIN goes without an initial response; this server refuses the credential at once (535).
+    assert any(ln.text == "AUTH PLAIN" for ln in result.transcript)
+    assert f["smtp.auth.plaintext_processed"] is True and f["smtp.auth.plaintext_challenged"] is False
     assert_catalogued(result)
 
 
@@ -125,3 +127,29 @@ def test_vrfy_probe_records_codes():
                                         (503, "not_supported"), (235, "accepted_invalid_credential"), (421, "other")])
 def test_auth_reply_classification(code, name):
     assert classify_auth_reply(code) == name
+
+
+def _silent_after(step: str):
+    """A server offering AUTH before TLS that goes silent: after the 334 challenge's credential
+    (aiosmtpd with AuthResult(success=False)) or at the AUTH command itself."""
+    base = simple_responder(ehlo=["quiet.example.test", "AUTH PLAIN LOGIN"], replies={"HELP": b"502 no help\r\n"})
+
+    def respond(line: str) -> bytes | None:
+        if line.upper().startswith("AUTH"):
+            return b"" if step == "command" else b"334 \r\n"  # b"": stay silent (None would hang up)
+        if line.upper().startswith(("EHLO", "HELO", "HELP", "QUIT", "NOOP", "RSET")):
+            return base(line)
+        return b""  # the credential: no reply, ever
+
+    return respond
+
+
+@pytest.mark.parametrize(("step", "processed"), [("credential", True), ("command", None)])
+def test_no_reply_to_a_wrong_password_is_never_a_pass(step, processed):
+    server = FakeSmtpServer(script=[Send(b"220 quiet.example.test ESMTP\r\n")], responder=_silent_after(step))
+    result = run_probe(SessionProbe(), server)
+    f = result.facts
+    assert f["smtp.auth.plaintext_probe_inconclusive"] == "no_reply" and "smtp.auth.plaintext_probe" not in f
+    assert f["smtp.auth.plaintext_challenged"] is (step == "credential")
+    assert f.get("smtp.auth.plaintext_processed") is processed and ("smtp.auth.plaintext_processed" in f) is (processed is not None)
+    assert_catalogued(result)

@@ -65,15 +65,26 @@ async def _handshake(client: SmtpClient, result: ProbeResult) -> tuple[Reply, Ca
     return greeting, caps
 
 
-async def _auth_probe(client: SmtpClient, caps: Capabilities) -> Reply:
-    """One AUTH attempt with a random, certainly-invalid credential; cancels any further challenge."""
+async def _auth_probe(client: SmtpClient, caps: Capabilities, seen: dict[str, bool]) -> Reply:
+    """One AUTH attempt with a random, certainly-invalid credential; cancels any further challenge.
+
+    PLAIN is sent without an initial response (RFC 4954 section 4 requires servers to support
+    that form) so that, like LOGIN, the server has to ask for the credential with 334 first.
+    ``seen["challenged"]`` is set when it did: a server that asks for a password on an
+    unencrypted connection has accepted to process it there, whatever it answers afterwards
+    (aiosmtpd with a careless authenticator answers nothing at all).
+    """
     password = _secrets.token_hex(12)
     if "PLAIN" in caps.auth or "LOGIN" not in caps.auth:
-        token = base64.b64encode(f"\0{INVALID_USER}\0{password}".encode()).decode()
-        reply = await client.command(f"AUTH PLAIN {token}", shown="AUTH PLAIN [redacted invalid test credential]")
+        reply = await client.command("AUTH PLAIN")
+        if reply.code == 334:
+            seen["challenged"] = True
+            token = base64.b64encode(f"\0{INVALID_USER}\0{password}".encode()).decode()
+            reply = await client.command(token, shown="[redacted invalid test credential]")
     else:
         reply = await client.command("AUTH LOGIN")
         if reply.code == 334:
+            seen["challenged"] = True
             reply = await client.command(base64.b64encode(INVALID_USER.encode()).decode(), shown="[redacted]")
             if reply.code == 334:
                 reply = await client.command(base64.b64encode(password.encode()).decode(), shown="[redacted]")
@@ -81,6 +92,26 @@ async def _auth_probe(client: SmtpClient, caps: Capabilities) -> Reply:
         # A server still asking for more: abort the exchange as RFC 4954 4 allows.
         await client.command("*")
     return reply
+
+
+def plaintext_processed(outcome: str | None, code: int | None, challenged: bool) -> bool | None:
+    """Did the server process a credential sent before TLS? None = the exchange does not tell.
+
+    Yes when it judged the credential (535, 235) or asked for it with 334 (then said nothing, or
+    hung up); no when it refused AUTH itself (530/538 encryption required, 5xx not supported), or
+    gave any other final 2xx/5xx answer to the AUTH command without ever asking for the
+    credential (none was sent, so none was processed); anything else (no reply to the command
+    itself, 4xx) proves neither.
+    """
+    if outcome in ("credentials_checked", "accepted_invalid_credential"):
+        return True
+    if outcome in ("encryption_required", "not_supported"):
+        return False
+    if challenged:
+        return True if outcome in ("no_reply", "connection_closed") else None
+    if outcome == "other" and code is not None and (200 <= code < 300 or code >= 500):
+        return False
+    return None
 
 
 class SessionProbe:
@@ -148,13 +179,15 @@ class SessionProbe:
             if implicit:
                 f["smtp.auth.plaintext_probe"] = None
                 f["smtp.auth.plaintext_probe_code"] = None
+                f["smtp.auth.plaintext_processed"] = None
                 f["smtp.auth.mechanisms_after_tls"] = caps.auth
                 f["smtp.starttls.works"] = None
                 await client.quit()
                 return
 
+            seen: dict[str, bool] = {}
             try:
-                auth_reply = await _auth_probe(client, caps)
+                auth_reply = await _auth_probe(client, caps, seen)
             except ConnectionClosed:
                 f["smtp.auth.plaintext_probe"] = "connection_closed"
                 f["smtp.auth.plaintext_probe_code"] = None
@@ -162,8 +195,7 @@ class SessionProbe:
             except ReplyTimeout:
                 # Servers that slow down failed logins (Dovecot's auth penalty grows per client IP)
                 # may not answer within the command timeout (aiosmtpd never answers a wrong one):
-                # unknown, so the verdict fact stays absent and plaintext-auth-accepted is not
-                # evaluated; what happened is kept beside it.
+                # by itself unknown; plaintext_processed below decides with the 334 it saw or not.
                 f["smtp.auth.plaintext_probe_inconclusive"] = "no_reply"
                 f["smtp.auth.plaintext_probe_code"] = None
                 await client.close()
@@ -173,6 +205,11 @@ class SessionProbe:
                 f["smtp.auth.plaintext_probe_text"] = auth_reply.text[:300]
                 if auth_reply.code == 421:
                     await client.close()
+            f["smtp.auth.plaintext_challenged"] = bool(seen.get("challenged"))
+            outcome = f.get("smtp.auth.plaintext_probe") or f.get("smtp.auth.plaintext_probe_inconclusive")
+            processed = plaintext_processed(outcome, f.get("smtp.auth.plaintext_probe_code"), bool(seen.get("challenged")))
+            if processed is not None:  # absent when the exchange proves nothing: "not evaluated"
+                f["smtp.auth.plaintext_processed"] = processed
         except BaseException:
             await client.close()
             raise
