@@ -21,12 +21,15 @@ from smtpaudit.engine.planner import probes_needed
 from smtpaudit.engine.rules import Rule
 from smtpaudit.engine.scoring import FORMULA, ScoredFinding, score_endpoint
 from smtpaudit.engine.severity import SEVERITIES
-from smtpaudit.probes.base import Limits, ProbeContext, ProbeResult, Timeouts
+from smtpaudit.probes.base import Limits, ProbeContext, ProbeResult, StallBudget, Timeouts
 from smtpaudit.probes.dns.expand import domain_groups, expand_domains
 from smtpaudit.probes.registry import DOMAIN_PROBES, PROBES
 from smtpaudit.targets import Endpoint
 
 SCHEMA_VERSION = "1.0"
+# Waiting on a dripping or silent server, summed over an endpoint's connections, is bounded by this
+# many command timeouts (base.StallBudget); the endpoint deadline is only the last resort.
+STALL_COMMANDS = 3
 # Probe errors that mean the endpoint itself could not be scanned (exit code 3).
 UNREACHABLE_REASONS = {"connect", "connect_timeout", "connect_refused", "dns", "service_unavailable", "tls_handshake", "read_timeout", "connection_closed", "protocol", "reply_too_large", "deadline"}
 
@@ -182,6 +185,8 @@ async def scan_endpoint(endpoint: Endpoint, probe_names: list[str], options: Sca
         options=dict(options.probe_options),
         host_slots=host_slots,
         secrets=options.secrets,
+        # A few command timeouts of waiting on a stalling server, then reads fail fast.
+        stall=StallBudget(STALL_COMMANDS * options.timeouts.command),
     )
     facts = endpoint_facts(endpoint)
     started_iso, t0 = now_iso(), time.monotonic()

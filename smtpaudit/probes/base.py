@@ -36,6 +36,33 @@ class Limits:
     max_session_bytes: int = 1_000_000
 
 
+class StallBudget:
+    """Seconds one endpoint may keep us waiting in slow or silent reads, summed over all its connections.
+
+    A server that drips its greeting or goes silent (after STARTTLS, say) would otherwise cost a
+    full timeout on every connection of every probe, up to the endpoint deadline. Each wait longer
+    than ``grace`` is charged (beyond the grace); once the budget is spent, no new connection is
+    opened and open ones get only ``grace`` seconds per read, so a prompt server is unaffected and
+    a stalling one fails fast (facts absent, rules "not evaluated" with the reason, never a pass).
+    """
+
+    def __init__(self, seconds: float, grace: float = 1.0) -> None:
+        self.remaining = seconds
+        self.grace = grace
+
+    @property
+    def spent(self) -> bool:
+        return self.remaining <= 0
+
+    def cap(self, timeout: float) -> float:
+        """The timeout a read may use now."""
+        return min(timeout, max(self.remaining, 0.0) + self.grace)
+
+    def charge(self, waited: float) -> None:
+        if waited > self.grace:
+            self.remaining -= waited - self.grace
+
+
 @dataclass
 class ProbeContext:
     """Everything a probe may use besides the endpoint. Shared by all probes of one endpoint."""
@@ -49,6 +76,8 @@ class ProbeContext:
     host_slots: asyncio.Semaphore | None = None
     # Secrets that must never appear in transcripts or reports.
     secrets: tuple[str, ...] = ()
+    # Shared by the probes of one endpoint: bounds the time spent waiting on a stalling server.
+    stall: StallBudget | None = None
 
 
 @dataclass

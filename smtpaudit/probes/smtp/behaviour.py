@@ -37,6 +37,8 @@ class Session:
     caps: Capabilities
     tls: bool
     greeting_seconds: float
+    # Set by probes that pace their errors (smtp/pacing.py); ``paced()`` then times every command.
+    pacer: Any = None
 
 
 def random_local_part(prefix: str = "smtpaudit") -> str:

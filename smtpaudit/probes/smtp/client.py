@@ -146,6 +146,10 @@ class SmtpClient:
     ) -> "SmtpClient":
         """Connect (and for implicit-TLS endpoints, handshake). Does not read the greeting."""
         use_tls = endpoint.mode is Mode.IMPLICIT if implicit_tls is None else implicit_tls
+        if ctx.stall is not None and ctx.stall.spent:
+            # Every earlier connection spent its time waiting: another one would only wait too.
+            transcript.add("*", "not connecting: the server stalled this scan's earlier connections too long", conn)
+            raise ReplyTimeout(f"{endpoint.id}: server stalled (slow or silent replies used up the wait budget)")
         transcript.add("*", f"connect {endpoint.connect_host}:{endpoint.port}" + (" (implicit TLS)" if use_tls else ""), conn)
         try:
             reader, writer = await asyncio.wait_for(
@@ -189,9 +193,20 @@ class SmtpClient:
         self.transcript.add("*", f"TLS established: {self.tls_version} {self.tls_cipher}", self.conn)
 
     async def _read_line(self, timeout: float) -> bytes:
+        stall = self.ctx.stall
+        wanted = timeout
+        if stall is not None:
+            timeout = stall.cap(timeout)
+        t0 = time.monotonic()
         try:
             raw = await asyncio.wait_for(self.reader.readuntil(b"\n"), timeout=timeout)
         except asyncio.TimeoutError:
+            if stall is not None:
+                stall.charge(time.monotonic() - t0)
+            if timeout < wanted:
+                self.transcript.add("*", f"no reply within {timeout:g}s (the server already stalled this scan too long)", self.conn)
+                raise ReplyTimeout(f"{self.endpoint.id}: server stalled: sent nothing for {timeout:g}s after "
+                                   "earlier slow or silent replies used up the wait budget") from None
             self.transcript.add("*", f"no reply within {timeout:g}s", self.conn)
             raise ReplyTimeout(f"{self.endpoint.id}: server sent nothing for {timeout:g}s") from None
         except asyncio.LimitOverrunError:
@@ -205,6 +220,8 @@ class SmtpClient:
         except (ConnectionError, ssl.SSLError, OSError) as exc:
             self.transcript.add("*", f"connection error: {exc}", self.conn)
             raise ConnectionClosed(f"{self.endpoint.id}: connection lost ({exc})") from None
+        if stall is not None:
+            stall.charge(time.monotonic() - t0)
         self.bytes_read += len(raw)
         if self.bytes_read > self.limits.max_session_bytes:
             raise ReplyTooLarge(f"{self.endpoint.id}: server sent more than {self.limits.max_session_bytes} bytes")
@@ -279,16 +296,22 @@ class SmtpClient:
             # Bytes the server sent after its 220 but before the handshake are an injection risk.
             extra = bytes(self.reader._buffer)  # type: ignore[attr-defined]
             self.transcript.add("*", f"server sent {len(extra)} bytes after 220 before TLS", self.conn)
+        stall = self.ctx.stall
+        t0 = time.monotonic()
         try:
             await self.writer.start_tls(
                 tls_context or permissive_tls_context(),
                 server_hostname=_sni(self.endpoint.host),
-                ssl_handshake_timeout=self.ctx.timeouts.tls,
+                ssl_handshake_timeout=stall.cap(self.ctx.timeouts.tls) if stall is not None else self.ctx.timeouts.tls,
             )
         except (ssl.SSLError, ConnectionError, OSError, asyncio.TimeoutError) as exc:
+            if stall is not None:
+                stall.charge(time.monotonic() - t0)
             text = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
             self.transcript.add("*", f"TLS handshake failed: {text}", self.conn)
             raise TlsHandshakeFailed(f"{self.endpoint.id}: STARTTLS handshake failed: {text}") from None
+        if stall is not None:
+            stall.charge(time.monotonic() - t0)
         self._note_tls()
 
     async def raw_streams_after_starttls(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -311,13 +334,18 @@ class SmtpClient:
     def raw_streams(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return self.reader, self.writer
 
-    async def quit(self) -> None:
-        """Say goodbye politely if the connection is still usable; never raises."""
+    async def quit(self, *, wait: bool = True) -> None:
+        """Say goodbye politely if the connection is still usable; never raises.
+
+        ``wait=False`` sends QUIT and closes at once: for a server known to delay its replies
+        (an error tarpit), where waiting for the 221 would only cost the delay once more.
+        """
         if self.closed:
             return
         try:
             await self.send_line("QUIT")
-            await self.read_reply(timeout=min(5.0, self.ctx.timeouts.command))
+            if wait:
+                await self.read_reply(timeout=min(5.0, self.ctx.timeouts.command))
         except Exception:  # noqa: BLE001 - a rude goodbye is not an error worth reporting
             pass
         await self.close()

@@ -4,10 +4,12 @@ Each attempt is ``RSET``, ``MAIL FROM``, and (only when MAIL was accepted) ``RCP
 is the RCPT reply. DATA is never sent, so nothing is ever delivered. External recipients use a
 reserved domain (``relaytest.invalid`` unless ``--relay-domain`` says otherwise).
 
-To stay below Postfix's error tarpit (responses slow down after 10 errors in one session) a
-connection is replaced after 8 error replies, and a sender the server refused once (Exim refuses
-address literals) is not sent again; a server that hangs up (Exim, after 3 syntax errors) gets a
-new connection, at most 5 in all. The control (a random local part at the server's own name: a
+To stay below error tarpits (Postfix slows every error reply down by 1 s after
+``smtpd_soft_error_limit`` errors: 10 by default, 5 in hardened setups) the attempts are spread
+over connections by an ``ErrorPacer`` (pacing.py): at most 5 errors per connection, fewer once a
+delayed reply showed where the server's limit is, and no reconnecting for a server that is slow
+from its first error. A sender the server refused once (Exim refuses address literals) is not sent
+again; a server that hangs up (Exim, after 3 syntax errors) gets a new connection, at most 5 times. The control (a random local part at the server's own name: a
 server that accepts it checks no recipients at RCPT time, so an accepted relay attempt might only
 be a later bounce) runs last. A third connection repeats the plain variant
 after STARTTLS when the server offers it. A 530 ends the probe (authentication is required, as
@@ -25,14 +27,16 @@ from typing import Any, ClassVar, Mapping
 from smtpaudit.probes.base import ConnectionClosed, ProbeContext, ProbeResult, ServiceUnavailable
 from smtpaudit.probes.smtp.behaviour import BehaviourProbe, Session, random_local_part, relay_domain, session, short
 from smtpaudit.probes.smtp.client import Transcript
+from smtpaudit.probes.smtp.pacing import ErrorPacer, paced
 from smtpaudit.targets import Endpoint, Mode
 
 VARIANTS_FILE = Path(__file__).with_name("relay_variants.toml")
 FROM_LOCAL = "smtpaudit"
 TO_LOCAL = "relaytest"
-# Errors per connection before a fresh one: Postfix slows every reply down after 10 (smtpd_soft_error_limit).
-ERRORS_PER_CONNECTION = 8
-MAX_CONNECTIONS = 5
+# Hang-ups (Exim after 3 syntax errors) tolerated before the test counts as cut short.
+MAX_HANGUPS = 5
+# Connections in all: 17 attempts at one error per connection, plus the hang-ups.
+MAX_CONNECTIONS = 24
 
 
 @lru_cache(maxsize=1)
@@ -62,6 +66,7 @@ class _Stop(Exception):
 
 class RelayProbe(BehaviourProbe):
     name: ClassVar[str] = "smtp.relay"
+    _hangups: int = 0  # connections the server closed during this run
     intrusive: ClassVar[bool] = False
     after: ClassVar[tuple[str, ...]] = ("smtp.session",)
 
@@ -84,25 +89,12 @@ class RelayProbe(BehaviourProbe):
         todo = list(variants())
         refused_senders: dict[str, tuple[int, str | None]] = {}
         control_done = False
+        pacer = ErrorPacer()
+        self._hangups = 0
         try:
             while todo or not control_done:
-                if result.connections >= MAX_CONNECTIONS:
-                    raise ConnectionClosed(f"{endpoint.id}: the server closed {MAX_CONNECTIONS} relay-test connections")
-                async with session(endpoint, ctx, transcript, result) as s:
-                    values["ip"] = values["ip"] or _peer_literal(s)
-                    f["smtp.relay.ip"] = values["ip"]
-                    errors = 0
-                    try:
-                        while todo and errors < ERRORS_PER_CONNECTION:
-                            errors += await self._attempt(s, todo.pop(0), values, f, attempts, refused_senders)
-                        if not todo and errors <= ERRORS_PER_CONNECTION:  # the control may be error 9
-                            f["smtp.relay.control"] = await self._control(s, srvname)
-                            control_done = True
-                    except ConnectionClosed:
-                        # Exim hangs up after 3 syntax errors (smtp_max_synprot_errors): go on with a new connection.
-                        if attempts and attempts[-1]["accepted"] is None and "skipped" not in attempts[-1]:
-                            attempts[-1]["note"] = "the server closed the connection"
-                        await s.client.close()
+                control_done = await self._paced_connection(endpoint, ctx, transcript, result, pacer, todo, values,
+                                                            f, attempts, refused_senders, srvname) or control_done
             f["smtp.relay.completed"] = True
         except _Stop:
             pass
@@ -122,6 +114,39 @@ class RelayProbe(BehaviourProbe):
                         pass
                     f["smtp.relay.starttls_attempt"] = tls_attempts[0]
                     f["smtp.relay.starttls_accepted"] = tls_attempts[0]["accepted"]
+
+    async def _paced_connection(
+        self, endpoint: Endpoint, ctx: ProbeContext, transcript: Transcript, result: ProbeResult, pacer: ErrorPacer,
+        todo: list[dict[str, Any]], values: dict[str, str | None], f: dict[str, Any], attempts: list[dict[str, Any]],
+        refused_senders: dict[str, tuple[int, str | None]], srvname: str | None,
+    ) -> bool:
+        """One connection's share of the attempts: until the pacer says the error budget is spent
+        (or a reply came late), then the control when nothing is left. True once the control ran."""
+        if result.connections >= MAX_CONNECTIONS or self._hangups >= MAX_HANGUPS:
+            raise ConnectionClosed(f"{endpoint.id}: relay test cut short after {result.connections} connections "
+                                   f"({self._hangups} closed by the server)")
+        async with session(endpoint, ctx, transcript, result) as s:
+            s.pacer = pacer
+            pacer.new_connection()
+            values["ip"] = values["ip"] or _peer_literal(s)
+            f["smtp.relay.ip"] = values["ip"]
+            try:
+                while todo and not pacer.exhausted():
+                    await self._attempt(s, todo.pop(0), values, f, attempts, refused_senders)
+                if pacer.delayed and pacer.per_session:
+                    transcript.add("*", f"reply delayed ({pacer.delays[-1]:g}s): the server tarpits after "
+                                        f"{pacer.tarpit_after} errors; next attempts on a fresh connection", s.client.conn)
+                    await s.client.quit(wait=False)  # its 221 would be delayed too
+                if not todo and not pacer.exhausted():
+                    f["smtp.relay.control"] = await self._control(s, srvname)
+                    return True
+            except ConnectionClosed:
+                # Exim hangs up after 3 syntax errors (smtp_max_synprot_errors): go on with a new connection.
+                self._hangups += 1
+                if attempts and attempts[-1]["accepted"] is None and "skipped" not in attempts[-1]:
+                    attempts[-1]["note"] = "the server closed the connection"
+                await s.client.close()
+        return False
 
     @staticmethod
     def _summarise(f: dict[str, Any], attempts: list[dict[str, Any]]) -> None:
@@ -162,8 +187,8 @@ class RelayProbe(BehaviourProbe):
             record["accepted"] = False
             record["note"] = "this sender was refused earlier in the test; not sent again"
             return 0
-        await s.client.command("RSET")
-        mail = await s.client.command(f"MAIL FROM:<{mail_from}>")
+        await paced(s, "RSET")
+        mail = await paced(s, f"MAIL FROM:<{mail_from}>")
         record["mail_code"], record["mail_text"] = mail.code, short(mail)
         self._check_stop(mail.code, f)
         if not mail.positive:
@@ -171,7 +196,7 @@ class RelayProbe(BehaviourProbe):
             if mail.code >= 500:
                 refused_senders[mail_from] = (mail.code, short(mail))
             return 1
-        rcpt = await s.client.command(f"RCPT TO:<{rcpt_to}>")
+        rcpt = await paced(s, f"RCPT TO:<{rcpt_to}>")
         record["rcpt_code"], record["rcpt_text"] = rcpt.code, short(rcpt)
         record["accepted"] = 200 <= rcpt.code < 300
         self._check_stop(rcpt.code, f)
@@ -189,12 +214,12 @@ class RelayProbe(BehaviourProbe):
         if not srvname or "." not in srvname:
             return None
         address = f"{random_local_part()}@{srvname}"
-        await s.client.command("RSET")
-        mail = await s.client.command("MAIL FROM:<>")
+        await paced(s, "RSET")
+        mail = await paced(s, "MAIL FROM:<>")
         if not mail.positive:
             return {"rcpt_to": address, "code": None, "text": short(mail), "accepted": None}
-        rcpt = await s.client.command(f"RCPT TO:<{address}>")
-        await s.client.command("RSET")
+        rcpt = await paced(s, f"RCPT TO:<{address}>")
+        await paced(s, "RSET")
         return {"rcpt_to": address, "code": rcpt.code, "text": short(rcpt), "accepted": 200 <= rcpt.code < 300}
 
 
