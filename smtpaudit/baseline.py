@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smtpaudit.scan import rescore, summarize
+from smtpaudit.report.build import summarize
 
 BASELINE_VERSION = 1
+PLACEHOLDER = "TODO:"  # how `baseline create` starts a justification nobody has written yet
 _KEYS = {"rule", "endpoint", "justification", "expires"}
 
 
@@ -108,8 +109,9 @@ def load(path: str | Path) -> Baseline:
 
 
 def apply(report: dict[str, Any], baseline: Baseline | None, *, today: dt.date | None = None) -> list[str]:
-    """Mark the findings a baseline accepts (replacing earlier marks), rescore, and record the
-    baseline in ``report['baseline']``. Returns the warnings to show (expired entries)."""
+    """Mark the findings a baseline accepts (replacing earlier marks) and record the baseline in
+    ``report['baseline']``. Grades and scores are left alone: a baseline changes the gate, never
+    what the endpoint is. Returns the warnings to show (expired entries, unjustified entries)."""
     today = today or dt.datetime.now(dt.timezone.utc).date()
     used: set[int] = set()
     expired_hits: dict[int, Entry] = {}
@@ -133,7 +135,6 @@ def apply(report: dict[str, Any], baseline: Baseline | None, *, today: dt.date |
                     "expires": b.expires.isoformat() if b.expires else None,
                 }
                 break
-        rescore(entry)
     report["summary"] = summarize(report["endpoints"])
     if baseline is None:
         report["baseline"] = None
@@ -148,6 +149,12 @@ def apply(report: dict[str, Any], baseline: Baseline | None, *, today: dt.date |
         "unused": [b.describe() for b in baseline.entries if b.index not in used and not b.expired(today)],
     }
     warnings = []
+    unjustified = [b for b in baseline.entries if b.justification.startswith(PLACEHOLDER) and b.index in used]
+    report["baseline"]["unjustified"] = [b.describe() for b in unjustified]
+    if unjustified:
+        warnings.append(f"baseline {baseline.path}: {len(unjustified)} entr{'y' if len(unjustified) == 1 else 'ies'} still "
+                        f"carr{'ies' if len(unjustified) == 1 else 'y'} the placeholder justification (first: entry {unjustified[0].index}, "
+                        f"{unjustified[0].rule} on {unjustified[0].endpoint}); accepted anyway, but an auditor will ask why")
     for b in expired:
         hit = " and no longer suppresses a finding" if b.index in expired_hits else ""
         warnings.append(f"baseline {baseline.path}: entry {b.index} ({b.rule} on {b.endpoint}) expired on {b.expires.isoformat()}{hit}")
@@ -188,7 +195,7 @@ def create(report: dict[str, Any], *, justification: str | None = None, expires:
                 "[[accept]]",
                 f"rule = {_toml_str(f['rule_id'])}",
                 f"endpoint = {_toml_str(entry['endpoint']['id'])}",
-                f"justification = {_toml_str(justification or 'TODO: say why this finding is accepted (' + f['title'] + ')')}",
+                f"justification = {_toml_str(justification or PLACEHOLDER + ' say why this finding is accepted (' + f['title'] + ')')}",
             ]
             if expires:
                 lines.append(f"expires = {expires.isoformat()}")

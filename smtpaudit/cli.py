@@ -4,7 +4,8 @@ Exit codes (shared by every command):
   0  no open finding at or above --fail-on
   1  at least one open finding at or above --fail-on (diff: a new one)
   2  usage error, bad rule file, bad policy, bad baseline or bad report file
-  3  some target could not be scanned (the report is still written; overrides 1)
+  3  some endpoint was not fully scanned: unreachable, or a planned probe did not finish (the
+     report is still written and says why; overrides 1; --allow-incomplete turns it into 0/1)
 
 `report` exits 0 after rendering unless --fail-on is given; `evaluate` judges like `scan`.
 """
@@ -19,27 +20,20 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
-from smtpaudit import __version__
+from smtpaudit import __version__, api
+from smtpaudit.api import UsageError
 from smtpaudit.catalog import load_catalog
-from smtpaudit.engine.policy import DEFAULT_POLICY, Policy, apply_policy, find_policy, load_policy
-from smtpaudit.engine.rules import Rule, RuleSetError, Selection, load_rules
-from smtpaudit.engine.severity import SEVERITIES, at_or_above
-from smtpaudit.paths import builtin_rules_dir
-from smtpaudit.probes.base import Timeouts
+from smtpaudit.engine.rules import RuleSetError, Selection, load_rules
+from smtpaudit.engine.severity import SEVERITIES
 from smtpaudit.report import model, text
+from smtpaudit.report.build import EXIT_FINDINGS, EXIT_OK, EXIT_UNSCANNED, EXIT_USAGE
 from smtpaudit.targets import Endpoint, Role, TargetError, dedupe, parse_target, read_targets_file
-
-EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_UNSCANNED = 0, 1, 2, 3
 
 EXIT_CODES_HELP = """exit codes:
   0  no open finding at or above --fail-on
   1  open findings at or above --fail-on
   2  usage error, invalid rule file, policy or report
-  3  some target could not be scanned (report still written; takes precedence over 1)"""
-
-
-class UsageError(Exception):
-    """A mistake the user can fix; printed without a traceback, exit code 2."""
+  3  some endpoint was not fully scanned (report still written; takes precedence over 1)"""
 
 
 def fatal(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -70,6 +64,8 @@ def _add_output_args(p: argparse.ArgumentParser, *, fail_on: bool = True, fail_o
     if fail_on:
         g.add_argument("--fail-on", choices=SEVERITIES, default=fail_on_default,
                        help=f"lowest severity that makes the exit code 1 (default: {fail_on_default or 'never'})")
+        g.add_argument("--allow-incomplete", action="store_true",
+                       help="exit 0/1 by findings even when some endpoint was not fully scanned (default: such a scan exits 3; it is never graded)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,31 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _rule_dirs(args: argparse.Namespace) -> list[Path]:
-    dirs = [] if args.no_builtin_rules else [builtin_rules_dir()]
-    for d in args.rules:
-        p = Path(d)
-        if not p.is_dir():
-            raise UsageError(f"--rules {d}: not a directory")
-        dirs.append(p)
-    if not dirs:
-        raise UsageError("no rule directories: drop --no-builtin-rules or give --rules DIR")
-    return dirs
-
-
-def load_ruleset(args: argparse.Namespace) -> tuple[dict[str, Rule], list[Path], Policy]:
-    catalog = load_catalog()
-    known = {name: spec.type for name, spec in catalog.facts.items()}
-    dirs = _rule_dirs(args)
-    rules = load_rules(dirs, known)
-    policy = DEFAULT_POLICY
-    if args.policy:
-        policy = load_policy(find_policy(args.policy, dirs))
-        rules = apply_policy(policy, rules, known)
-    rules = Selection(tuple(args.rule), tuple(args.skip_rule), tuple(args.tag), tuple(args.skip_tag)).apply(rules)
-    if not rules:
-        raise UsageError("the rule selection is empty")
-    return rules, dirs, policy
+def load_ruleset(args: argparse.Namespace) -> api.RuleSet:
+    return api.load_ruleset(
+        args.rules, builtin=not args.no_builtin_rules, policy=args.policy,
+        selection=Selection(tuple(args.rule), tuple(args.skip_rule), tuple(args.tag), tuple(args.skip_tag)),
+    )
 
 
 def _collect_targets(args: argparse.Namespace) -> list[Endpoint]:
@@ -242,14 +218,9 @@ def _write(report: dict[str, Any], args: argparse.Namespace) -> None:
         sys.stdout.write(content)
 
 
-def exit_code_for(report: dict[str, Any], fail_on: str) -> int:
-    if any(e["status"] == "failed" for e in report["endpoints"]):
-        return EXIT_UNSCANNED
-    for e in report["endpoints"]:
-        for f in e["findings"]:
-            if not f.get("suppressed") and at_or_above(f["severity"], fail_on):
-                return EXIT_FINDINGS
-    return EXIT_OK
+def exit_code_for(report: dict[str, Any], fail_on: str | None, *, allow_incomplete: bool = False) -> int:
+    """The gate of the report for this threshold (recomputed: a baseline may have been applied)."""
+    return int(api.regate(report, fail_on, allow_incomplete=allow_incomplete)["exit_code"])
 
 
 def _behaviour_options(args: argparse.Namespace) -> tuple[dict[str, Any], tuple[str, ...]]:
@@ -308,12 +279,34 @@ def _dns_options(args: argparse.Namespace) -> dict[str, Any]:
     return opts
 
 
-def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
-    from smtpaudit.scan import ScanOptions, build_report, drop_intrusive, now_iso, plan_probes, run_scan
+def _scan_options(args: argparse.Namespace, argv: list[str]) -> api.ScanOptions:
+    from smtpaudit.probes.base import Timeouts
 
     _check_positive(args, ("timeout", "connect_timeout", "greeting_timeout", "command_timeout", "concurrency", "per_host"))
+    behaviour_options, secrets = _behaviour_options(args)
+    dns_options = _dns_options(args)
+    return api.ScanOptions(
+        ehlo_name=args.ehlo_name,
+        timeouts=Timeouts(connect=args.connect_timeout, greeting=args.greeting_timeout, command=args.command_timeout,
+                          endpoint=args.timeout),
+        intrusive=args.intrusive,
+        concurrency=args.concurrency,
+        per_host=args.per_host,
+        probe_options={**dns_options, **behaviour_options},
+        secrets=secrets,
+        fail_on=args.fail_on,
+        allow_incomplete=args.allow_incomplete,
+        argv=tuple(redact_argv(argv)),
+        recorded_options={
+            "targets_files": args.targets_file, "relay_domain": args.relay_domain, "smuggling_rcpt": args.smuggling_rcpt,
+            "auth_user": args.auth_user, "auth_password": "[redacted]" if secrets else None,
+            "dns": dns_options, "shard": args.shard,
+        },
+    )
+
+
+def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
     endpoints = _collect_targets(args)
-    shard = None
     if args.shard:
         from smtpaudit.fleet import FleetError, parse_shard, select_shard
 
@@ -324,58 +317,33 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
         endpoints = select_shard(endpoints, *shard)
         if not endpoints:
             sys.stderr.write(f"smtpaudit: shard {args.shard} holds no target\n")
-    rules, dirs, policy = load_ruleset(args)
-    catalog = load_catalog()
-    skipped_rules: list[dict[str, str]] = []
-    if not args.intrusive:
-        rules, skipped_rules = drop_intrusive(rules, catalog)
-        if not rules:
-            raise UsageError("every selected rule needs an intrusive probe: add --intrusive")
-    behaviour_options, secrets = _behaviour_options(args)
-    dns_options = _dns_options(args)
-    options = ScanOptions(
-        probe_options={**dns_options, **behaviour_options},
-        secrets=secrets,
-        ehlo_name=args.ehlo_name,
-        timeouts=Timeouts(connect=args.connect_timeout, greeting=args.greeting_timeout, command=args.command_timeout,
-                          endpoint=args.timeout),
-        intrusive=args.intrusive,
-        concurrency=args.concurrency,
-        per_host=args.per_host,
-    )
+    ruleset = load_ruleset(args)
+    options = _scan_options(args, argv)
     from smtpaudit.fleet import Progress
 
     progress = Progress(len(endpoints), enabled=not args.quiet and sys.stderr.isatty())
-    started, t0 = now_iso(), time.monotonic()
     try:
-        entries = asyncio.run(run_scan(endpoints, rules, catalog, options, progress=progress))
+        report = api.scan(endpoints, ruleset, options, on_entry=lambda e: progress(e["endpoint"]["id"], e))
     finally:
         progress.finish()
-    probes_run = plan_probes(rules, catalog)
-    report = build_report(
-        entries,
-        rules=rules,
-        rule_dirs=[str(d) for d in dirs],
-        policy=policy.to_json(),
-        started=started,
-        finished=now_iso(),
-        duration=time.monotonic() - t0,
-        argv=redact_argv(argv),
-        options={
-            "ehlo_name": args.ehlo_name, "intrusive": args.intrusive, "fail_on": args.fail_on,
-            "timeouts": vars(options.timeouts), "concurrency": args.concurrency, "per_host": args.per_host,
-            "targets_files": args.targets_file, "relay_domain": args.relay_domain, "smuggling_rcpt": args.smuggling_rcpt,
-            "auth_user": args.auth_user, "auth_password": "[redacted]" if secrets else None,
-            "dns": dns_options,
-            "shard": args.shard,
-        },
-        probes_run=probes_run,
-        catalog=catalog,
-        skipped_rules=skipped_rules,
-    )
     _apply_baseline(report, args)
+    code = exit_code_for(report, args.fail_on, allow_incomplete=args.allow_incomplete)
     _write(report, args)
-    return exit_code_for(report, args.fail_on)
+    _explain_incomplete(report, args)
+    return code
+
+
+def _explain_incomplete(report: dict[str, Any], args: argparse.Namespace) -> None:
+    """One line per endpoint that was not fully scanned, on stderr: the exit code 3 needs a why."""
+    if getattr(args, "quiet", False):
+        return
+    for e in report["endpoints"]:
+        if e.get("status") == "complete":
+            continue
+        reasons = e.get("status_reasons") or []
+        why = e.get("error") or ("; ".join(f"{r['probe']}: {r['message']}" for r in reasons[:2]) if reasons else "unknown")
+        clean = "".join(ch if ch.isprintable() else "?" for ch in str(why))[:300]
+        sys.stderr.write(f"smtpaudit: {e['endpoint']['id']}: {e.get('status')}, not graded: {clean}\n")
 
 
 def _write_output_dir(report: dict[str, Any], args: argparse.Namespace, fmt: str) -> None:
@@ -409,27 +377,23 @@ def run_report_command(args: argparse.Namespace) -> int:
     report = _load_reports(args.reports)
     _apply_baseline(report, args)
     args.output_dir = None
+    code = EXIT_OK
+    if args.fail_on or args.baseline or args.allow_incomplete or len(args.reports) > 1:
+        # Only then does the gate change; a plain re-render is lossless.
+        code = exit_code_for(report, args.fail_on, allow_incomplete=args.allow_incomplete)
     _write(report, args)
-    return exit_code_for(report, args.fail_on) if args.fail_on else EXIT_OK
+    return code if args.fail_on else EXIT_OK
 
 
 def run_evaluate_command(args: argparse.Namespace, argv: list[str]) -> int:
-    from smtpaudit.scan import drop_intrusive
-    from smtpaudit.workflows import rejudge
-
     saved = model.load(args.report)
-    rules, dirs, policy = load_ruleset(args)
-    catalog = load_catalog()
-    skipped: list[dict[str, str]] = []
-    if not saved.get("invocation", {}).get("options", {}).get("intrusive"):
-        rules, skipped = drop_intrusive(rules, catalog)  # same choice the original scan made
-        if not rules:
-            raise UsageError("every selected rule needs an intrusive probe, and the saved scan ran without --intrusive")
-    report = rejudge(saved, rules, catalog, rule_dirs=[str(d) for d in dirs], policy=policy.to_json(), argv=argv, skipped_rules=skipped)
+    ruleset = load_ruleset(args)
+    report = api.rejudge(saved, ruleset, argv=argv, fail_on=args.fail_on, allow_incomplete=args.allow_incomplete)
     _apply_baseline(report, args)
     args.output_dir = None
+    code = exit_code_for(report, args.fail_on, allow_incomplete=args.allow_incomplete)
     _write(report, args)
-    return exit_code_for(report, args.fail_on)
+    return code
 
 
 def run_diff_command(args: argparse.Namespace) -> int:
@@ -527,7 +491,8 @@ def run_rules_command(args: argparse.Namespace) -> int:
                 sys.stdout.write(f"{name:45} {spec.type:13} {spec.probe:16} {spec.description}\n")
         return EXIT_OK
     if args.rules_command == "list":
-        rules, _, policy = load_ruleset(args)
+        ruleset = load_ruleset(args)
+        rules, policy = ruleset.rules, ruleset.policy
         if args.json:
             import json
 

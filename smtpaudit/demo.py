@@ -97,19 +97,22 @@ async def weak_server(cfg: WeakServerConfig | None = None, host: str = DEMO_HOST
 
 
 def run_demo(output: str) -> int:
-    """Start the weak server, scan it with the built-in rules, write the JSON report, print the summary."""
-    from smtpaudit.cli import EXIT_OK, main as cli_main
+    """Start the weak server, scan it through the API in the same event loop, write the JSON report,
+    print the summary. Exit 0 when the scan was complete (its findings are the point of the demo)."""
+    from smtpaudit import api
+    from smtpaudit.report import model, text
+    from smtpaudit.workflows import write_text
 
-    async def go() -> int:
+    ruleset = api.load_ruleset()
+
+    async def go() -> dict:
         async with weak_server() as port:
             sys.stdout.write(f"demo: deliberately weak SMTP server listening on {DEMO_HOST}:{port}\n")
-            # The scanner runs its own event loop; run it in a thread so this loop keeps serving.
-            code = await asyncio.to_thread(
-                cli_main, ["scan", f"{DEMO_HOST}:{port}", "-o", output, "--format", "json", "--fail-on", "critical"]
-            )
-        return code
+            return await api.scan_async([f"{DEMO_HOST}:{port}"], ruleset,
+                                        api.ScanOptions(fail_on="critical", argv=("demo",)))
 
-    code = asyncio.run(go())
-    if Path(output).is_file():
-        sys.stdout.write(f"demo: the full JSON report (facts, transcript, findings) is in {output}\n")
-    return EXIT_OK if code in (0, 1) else code
+    report = asyncio.run(go())
+    text.render(report, sys.stdout)
+    write_text(output, model.dumps(report))
+    sys.stdout.write(f"demo: the full JSON report (facts, transcript, findings) is in {output}\n")
+    return 0 if report["gate"]["exit_code"] in (0, 1) else int(report["gate"]["exit_code"])

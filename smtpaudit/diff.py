@@ -36,7 +36,7 @@ def _grade(entry: dict[str, Any] | None) -> str | None:
 
 def _checked(entry: dict[str, Any], rule_id: str, rules: dict[str, Any]) -> bool:
     """Did this scan actually judge rule_id on this endpoint?"""
-    if entry["status"] == "failed" or rule_id not in rules:
+    if entry["status"] in ("failed", "unreachable") or rule_id not in rules:
         return False
     return rule_id in entry.get("passed", []) or rule_id in entry.get("not_applicable", []) or any(
         f["rule_id"] == rule_id for f in entry["findings"]
@@ -124,8 +124,8 @@ def render_text(diff: dict[str, Any], out: TextIO) -> None:
         if not changed:
             continue
         label = {"added": " (new endpoint)", "removed": " (no longer scanned)"}.get(e["change"], "")
-        if e["status"]["new"] == "failed":
-            label += f" (not scanned: {_clean(e['error'])})"
+        if e["status"]["new"] in ("failed", "unreachable", "incomplete"):
+            label += f" ({e['status']['new']}, not graded: {_clean(e['error'] or 'a planned probe did not finish')})"
         out.write(f"\n{e['url']}{label}  grade {g_old} -> {g_new}\n")
         for f in e["new"]:
             sup = " [suppressed]" if f["suppressed"] else ""

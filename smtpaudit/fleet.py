@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from smtpaudit.scan import summarize
+from smtpaudit.outcomes import EndpointStatus
+from smtpaudit.report.build import refresh
 from smtpaudit.targets import Endpoint
 
 
@@ -57,7 +58,9 @@ def slug(endpoint_id: str) -> str:
 def single_endpoint_report(report: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
     """The report restricted to one endpoint (same scan metadata, its own summary)."""
     one = {k: v for k, v in report.items() if k not in ("endpoints", "summary", "domains")}
-    one["summary"] = summarize([entry])
+    one["endpoints"] = [entry]
+    gate = report.get("gate") or {}
+    refresh(one, gate.get("fail_on"), allow_incomplete=bool(gate.get("allow_incomplete")))
     if "domains" in report:
         d = entry["endpoint"].get("domain")
         one["domains"] = {d: [entry["endpoint"]["id"]]} if d else {}
@@ -122,7 +125,8 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     merged["finished"] = max(r["finished"] for r in reports)
     merged["duration"] = round(sum(r.get("duration", 0) for r in reports), 3)
     merged["probes"] = {k: v for r in reports for k, v in r.get("probes", {}).items()}
-    merged["summary"] = summarize(entries)
+    fail_on = (reports[0].get("gate") or {}).get("fail_on", reports[0].get("invocation", {}).get("options", {}).get("fail_on"))
+    refresh(merged, fail_on)
     if any("domains" in r for r in reports):
         groups: dict[str, list[str]] = {}
         for r in reports:
@@ -146,7 +150,7 @@ class Progress:
 
     def __call__(self, endpoint_id: str, entry: dict[str, Any]) -> None:
         self.done += 1
-        self.failed += entry["status"] == "failed"
+        self.failed += EndpointStatus.coerce(entry.get("status")) is not EndpointStatus.COMPLETE
         self.findings += sum(1 for f in entry["findings"] if not f.get("suppressed"))
         if not self.enabled:
             return
@@ -154,7 +158,7 @@ class Progress:
         self.total = max(self.total, self.done)
         shown = "".join(ch if ch.isprintable() else "?" for ch in endpoint_id)[:48]
         elapsed = time.monotonic() - self.t0
-        self.stream.write(f"\r[{self.done}/{self.total}] {elapsed:5.1f}s  failed {self.failed}  findings {self.findings}  {shown} {entry['status']}\033[K")
+        self.stream.write(f"\r[{self.done}/{self.total}] {elapsed:5.1f}s  not complete {self.failed}  findings {self.findings}  {shown} {entry['status']}\033[K")
         self.stream.flush()
 
     def finish(self) -> None:

@@ -1,5 +1,4 @@
-"""The work behind the report-side commands: render a report in a format, re-judge saved facts,
-apply a baseline, write fleet output. No network here: everything starts from a report.
+"""Rendering a report in an output format, and writing text files. No network here.
 
 ``cli.py`` parses arguments and picks exit codes; it calls these functions.
 """
@@ -8,13 +7,9 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
-from smtpaudit import __version__
-from smtpaudit.catalog import Catalog
-from smtpaudit.engine.rules import Rule
 from smtpaudit.report import html, model, sarif, text
-from smtpaudit.scan import build_report, judge_endpoint, now_iso
 
 FORMATS = ("json", "text", "sarif", "html")
 EXTENSIONS = {"json": "json", "text": "txt", "sarif": "sarif", "html": "html"}
@@ -36,35 +31,6 @@ def renderer(fmt: str, *, sarif_artifact: str | None = None) -> Callable[[dict[s
         return buf.getvalue()
 
     return as_text
-
-
-def rejudge(report: dict[str, Any], rules: Mapping[str, Rule], catalog: Catalog, *, rule_dirs: list[str],
-            policy: dict[str, Any], argv: list[str], skipped_rules: list[dict[str, str]] | None = None) -> dict[str, Any]:
-    """A new report judging the saved facts with other rules or another policy (no network).
-
-    Facts, transcripts and probe outcomes are kept as observed; findings, passes, scores and
-    the rule-set section are recomputed. Rules needing facts of probes that did not run in the
-    original scan come out *not evaluated*, with the reason."""
-    entries = []
-    for old in report["endpoints"]:
-        entry = {k: v for k, v in old.items()}
-        entry["findings"], entry["not_evaluated"], entry["passed"], entry["not_applicable"] = [], [], [], []
-        judge_endpoint(entry, rules, catalog)
-        entries.append(entry)
-    options = dict(report.get("invocation", {}).get("options", {}))
-    options["evaluated_from"] = {"started": report["started"], "tool": report["tool"]["version"],
-                                 "ruleset": report.get("ruleset", {}).get("digest")}
-    probes_run = list(report.get("probes", {}))
-    new = build_report(
-        entries, rules=rules, rule_dirs=rule_dirs, policy=policy, started=report["started"],
-        finished=report["finished"], duration=report.get("duration", 0.0), argv=argv, options=options,
-        probes_run=probes_run, catalog=catalog, skipped_rules=skipped_rules,
-    )
-    # The probes section describes what ran then, not what the current catalog would plan.
-    new["probes"] = report.get("probes", new["probes"])
-    new["invocation"]["evaluated"] = now_iso()
-    new["tool"] = {"name": "smtpaudit", "version": __version__}
-    return new
 
 
 def write_text(path: str | Path, content: str) -> Path:

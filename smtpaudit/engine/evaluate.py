@@ -12,12 +12,13 @@ from typing import Any, Mapping
 
 from smtpaudit.engine.conditions import evaluate
 from smtpaudit.engine.rules import Rule
+from smtpaudit.outcomes import RuleOutcome
 
 
 @dataclass
 class Outcome:
     rule_id: str
-    status: str  # finding | pass | not_evaluated | not_applicable
+    status: RuleOutcome
     message: str | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
@@ -60,16 +61,16 @@ def judge(
     """
     role, mode = facts.get("endpoint.role"), facts.get("endpoint.mode")
     if (role is not None and role not in rule.roles) or (mode is not None and mode not in rule.modes):
-        return Outcome(rule.id, "not_applicable", reason=f"applies to roles {list(rule.roles)} and modes {list(rule.modes)}")
+        return Outcome(rule.id, RuleOutcome.NOT_APPLICABLE, reason=f"applies to roles {list(rule.roles)} and modes {list(rule.modes)}")
     ev = evaluate(rule.when, facts, rule.params)
     if ev.value is True:
-        return Outcome(rule.id, "finding", render_message(rule, facts), evidence=dict(sorted(ev.used.items())))
+        return Outcome(rule.id, RuleOutcome.FINDING, render_message(rule, facts), evidence=dict(sorted(ev.used.items())))
     if ev.value is False:
-        return Outcome(rule.id, "pass", evidence=dict(sorted(ev.used.items())))
+        return Outcome(rule.id, RuleOutcome.PASSED, evidence=dict(sorted(ev.used.items())))
     missing_probes = {fact_probe.get(f, "?") for f in ev.missing}
     na = probe_not_applicable or {}
     if missing_probes and missing_probes <= set(na):
-        return Outcome(rule.id, "not_applicable", reason="; ".join(f"{p}: {na[p]}" for p in sorted(missing_probes)))
+        return Outcome(rule.id, RuleOutcome.NOT_APPLICABLE, reason="; ".join(f"{p}: {na[p]}" for p in sorted(missing_probes)))
     reasons = []
     for probe in sorted(missing_probes):
         if probe in probe_errors:
@@ -78,7 +79,7 @@ def judge(
             reasons.append(f"probe {probe} did not observe it")
     return Outcome(
         rule.id,
-        "not_evaluated",
+        RuleOutcome.NOT_EVALUATED,
         reason="missing facts " + ", ".join(sorted(ev.missing)) + " (" + "; ".join(reasons) + ")",
         missing=sorted(ev.missing),
         evidence=dict(sorted(ev.used.items())),
@@ -105,7 +106,8 @@ def check_examples(rule: Rule) -> list[str]:
         probe = Rule(**{**rule.__dict__, "params": params})
         facts = {**ex["facts"], **{name: None for name in ex.get("nulls", [])}}
         out = judge(probe, facts, fact_probe={}, probe_errors={})
-        got = {"finding": "finding", "pass": "pass", "not_applicable": "pass"}.get(out.status, out.status)
+        # Examples say "pass" for "the rule does not fire": passed or not applicable.
+        got = {RuleOutcome.FINDING: "finding", RuleOutcome.PASSED: "pass", RuleOutcome.NOT_APPLICABLE: "pass"}.get(out.status, out.status.value)
         if got != ex["expect"]:
             problems.append(f"{rule.path}: examples[{i}]: expected {ex['expect']}, got {out.status}" + (f" ({out.reason})" if out.reason else ""))
     return problems

@@ -42,3 +42,21 @@ def probes_needed(
     for name in sorted(wanted):
         visit(name)
     return order
+
+
+def drop_intrusive(rules: Mapping[str, Rule], fact_probe: Mapping[str, str],
+                   intrusive_probes: Iterable[str]) -> tuple[dict[str, Rule], list[dict[str, str]]]:
+    """Without --intrusive, rules that need an intrusive probe are left out (and listed), not 'not evaluated'.
+
+    A default scan must not look incomplete merely because the user did not opt in to bursts.
+    """
+    intrusive = set(intrusive_probes)
+    kept: dict[str, Rule] = {}
+    skipped: list[dict[str, str]] = []
+    for rid, rule in rules.items():
+        needs = sorted({fact_probe[f] for f in rule.facts if fact_probe.get(f) in intrusive})
+        if needs:
+            skipped.append({"rule_id": rid, "reason": f"needs intrusive probe(s) {', '.join(needs)}; run with --intrusive"})
+        else:
+            kept[rid] = rule
+    return kept, skipped

@@ -7,8 +7,10 @@ Formula (printed in reports):
       factor: certain 1.0, firm 1.0, tentative 0.5
   grade from score: A+ = 100 with nothing above info, A >= 90, B >= 80, C >= 70, D >= 60, E >= 50, F < 50
   caps: a rule may set grade_cap; the grade is the worse of the score grade and every cap of an
-  open finding (e.g. an open relay or plaintext AUTH caps at F, TLS 1.0 at B). Suppressed findings
-  and rules not evaluated do not count, but a grade with rules not evaluated is marked incomplete.
+  finding (e.g. an open relay or plaintext AUTH caps at F, TLS 1.0 at B).
+  only a complete endpoint (every planned probe finished) is graded: an incomplete or unreachable
+  endpoint has no score and no grade, because what was not seen cannot be scored as good.
+  findings accepted by a baseline still count: a baseline changes the gate (exit code), not the grade.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ class ScoredFinding:
 
 @dataclass
 class Score:
-    score: int
-    grade: str
+    score: int | None
+    grade: str | None
     caps: list[dict[str, str]] = field(default_factory=list)
     complete: bool = True
 
@@ -68,4 +70,6 @@ def score_endpoint(findings: Iterable[ScoredFinding], *, complete: bool = True) 
             caps.append({"rule_id": f.rule_id, "cap": f.grade_cap, "reason": f"grade at most {f.grade_cap} while {f.rule_id} is open: {f.title}"})
     for cap in caps:
         grade = worse(grade, cap["cap"])
-    return Score(value, grade, caps, complete)
+    if not complete:
+        return Score(None, None, caps, False)
+    return Score(value, grade, caps, True)

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Protocol
 
+from smtpaudit.probes.net import Leases, SocketSlots
 from smtpaudit.targets import Endpoint
 
 
@@ -72,8 +73,10 @@ class ProbeContext:
     limits: Limits = field(default_factory=Limits)
     intrusive: bool = False
     options: dict[str, Any] = field(default_factory=dict)
-    # Bounds concurrent connections to one host; the scanner shares one per host.
-    host_slots: asyncio.Semaphore | None = None
+    # The sockets this probe may hold at once (its share of --per-host, reserved by the probe
+    # template); every connection takes one in probes/net.py. ``leases`` are reclaimed at the end.
+    host_slots: SocketSlots | None = None
+    leases: Leases = field(default_factory=Leases)
     # Secrets that must never appear in transcripts or reports.
     secrets: tuple[str, ...] = ()
     # Shared by the probes of one endpoint: bounds the time spent waiting on a stalling server.
@@ -165,6 +168,8 @@ class ProbeResult:
 
 
 class Probe(Protocol):
+    # ``sockets`` (optional class attribute, default 1): how many connections the probe holds at
+    # once; the template reserves that many of the host's slots before it starts.
     """A probe family. ``name`` matches a ``smtpaudit/facts/<name>.toml`` catalog file.
 
     ``run`` must return a ProbeResult (facts it managed to gather, plus error fields when it

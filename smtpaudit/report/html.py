@@ -185,7 +185,7 @@ def report_view(report: dict[str, Any]) -> dict[str, Any]:
         "overview": overview,
         "by_severity": [(s, by_sev[s]) for s in SEVERITIES if by_sev[s]],
         "suppressed": suppressed,
-        "not_scanned": [e for e in report["endpoints"] if e["status"] == "failed"],
+        "not_scanned": [e for e in report["endpoints"] if e["status"] in ("failed", "unreachable", "incomplete")],
         "not_evaluated": [(e["endpoint"]["id"], ne) for e in report["endpoints"] for ne in e.get("not_evaluated", [])],
         "probes": probes,
         "intrusive_run": [p["name"] for p in probes if p.get("intrusive")],

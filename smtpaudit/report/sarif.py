@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import quote
 
 from smtpaudit.engine.severity import SARIF_LEVEL, SARIF_PRECISION, SEVERITIES
+from smtpaudit.outcomes import EndpointStatus
 
 SARIF_SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
 VIRTUAL_TARGETS = "smtpaudit-targets.txt"
@@ -35,6 +36,7 @@ FINGERPRINT_KEY = "smtpaudit/v1"  # spec 3.27.17: versioned hierarchical key
 # Tool notifications (invocation.toolExecutionNotifications / toolConfigurationNotifications).
 NOTIFICATIONS = {
     "endpoint-not-scanned": "An endpoint could not be scanned (unreachable, refused, no usable greeting); none of its SMTP/TLS rules were judged.",
+    "endpoint-incomplete": "An endpoint was reached but a planned probe did not finish (timeout, refusal, deadline); it is not graded and the rules needing that probe's facts were not evaluated.",
     "probe-error": "A probe failed on an endpoint that was otherwise scanned; rules needing its facts were not evaluated.",
     "baseline-expired": "A baseline entry has expired and no longer suppresses the findings it names.",
     "baseline-unused": "A baseline entry matched no finding in this report.",
@@ -286,12 +288,15 @@ def render(
         ep = entry["endpoint"]
         for f in entry["findings"]:
             results.append(_finding_result(entry, f, index_of[f["rule_id"]], locator, rules_meta.get(f["rule_id"], {})))
-        if entry["status"] == "failed":
+        status = EndpointStatus.coerce(entry.get("status"))
+        if status is EndpointStatus.UNREACHABLE:
             exec_notes.append(_notification("endpoint-not-scanned", "error", f"{ep['id']} could not be scanned: {entry.get('error') or 'unknown error'}", ep, entry.get("started")))
-        else:
-            for p in entry["probes"]:
-                if p["status"] == "error":
-                    exec_notes.append(_notification("probe-error", "warning", f"{ep['id']}: probe {p['probe']} failed ({p['error_reason']}): {p['error_message']}", ep, None))
+        elif status is EndpointStatus.INCOMPLETE:
+            why = "; ".join(f"{r['probe']}: {r['reason']}" for r in (entry.get("status_reasons") or [])[:5]) or "a planned probe did not finish"
+            exec_notes.append(_notification("endpoint-incomplete", "error", f"{ep['id']} was not fully scanned and is not graded ({why})", ep, entry.get("started")))
+        for p in entry["probes"] if status is not EndpointStatus.UNREACHABLE else ():
+            if p["status"] == "error":
+                exec_notes.append(_notification("probe-error", "warning", f"{ep['id']}: probe {p['probe']} failed ({p['error_reason']}): {p['error_message']}", ep, None))
 
     config_notes: list[dict[str, Any]] = []
     baseline = report.get("baseline") or {}
@@ -300,17 +305,18 @@ def render(
     for item in baseline.get("unused", []):
         config_notes.append(_notification("baseline-unused", "note", f"baseline {baseline.get('path')}: entry {item['entry']} ({item['rule']} on {item['endpoint']}) matched no finding", None, None))
 
-    failed = report["summary"].get("failed", 0)
+    not_complete = sum(1 for e in report["endpoints"] if EndpointStatus.coerce(e.get("status")) is not EndpointStatus.COMPLETE)
+    failed = report["summary"].get("unreachable", report["summary"].get("failed", 0))
     invocation: dict[str, Any] = {
-        # Unscanned endpoints make the run unsuccessful, exactly as they make the exit code 3.
-        "executionSuccessful": failed == 0,
+        # Endpoints not fully scanned make the run unsuccessful, exactly as they make the exit code 3.
+        "executionSuccessful": not_complete == 0,
         "startTimeUtc": report["started"],
         "endTimeUtc": report["finished"],
         "commandLine": " ".join(["smtpaudit", *report.get("invocation", {}).get("argv", [])]),
         "arguments": list(report.get("invocation", {}).get("argv", [])),
         "toolExecutionNotifications": exec_notes,
         "toolConfigurationNotifications": config_notes,
-        "properties": {"endpoints": report["summary"]["endpoints"], "notScanned": failed},
+        "properties": {"endpoints": report["summary"]["endpoints"], "notScanned": failed, "incomplete": not_complete - failed},
     }
     if not config_notes:
         del invocation["toolConfigurationNotifications"]

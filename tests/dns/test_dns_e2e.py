@@ -90,5 +90,5 @@ def test_report_groups_endpoints_by_domain(report):
     # One endpoint per MX address, connected through the address the lab resolver gave.
     assert report["domains"]["good.test"] == ["domain:good.test", f"mx.good.test[127.0.0.1]:{port}"]
     assert report["endpoints"][1]["endpoint"]["address"] == "127.0.0.1"
-    assert report["endpoints"][1]["status"] == "scanned"
+    assert report["endpoints"][1]["status"] == "complete"
     assert report["_exit"] in (1, 3)

@@ -62,6 +62,6 @@ def test_hardened_postfix_submission_and_smtps(postfix_hardened, tmp_path):
     assert report["endpoints"][0]["findings"] == []
     code, report, _ = scan(f"smtps://{host}:{postfix_hardened.ports['smtps']}", tmp_path)
     entry = report["endpoints"][0]
-    assert entry["status"] == "scanned" and entry["facts"]["smtp.implicit_tls"] is True
+    assert entry["status"] == "complete" and entry["facts"]["smtp.implicit_tls"] is True
     assert entry["facts"]["smtp.tls.version"] in ("TLSv1.2", "TLSv1.3")
     assert "starttls-not-offered" in entry["not_applicable"]

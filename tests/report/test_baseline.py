@@ -54,7 +54,7 @@ def test_suppresses_exactly_the_named_findings_until_expiry(tmp_path, two_endpoi
     assert _open(report, a)[1] == set() and report["summary"]["suppressed"] == 0
 
 
-def test_suppressed_findings_do_not_count_toward_exit_code_or_grade(tmp_path, two_endpoint_report):
+def test_baseline_changes_the_gate_never_the_grade(tmp_path, two_endpoint_report):
     report, a, b = two_endpoint_report
     (tmp_path / "scan.json").write_text(json.dumps(report))
     created = tmp_path / "accepted.toml"
@@ -68,8 +68,27 @@ def test_suppressed_findings_do_not_count_toward_exit_code_or_grade(tmp_path, tw
     again = json.loads(out.read_text())
     assert_valid_report(again)
     assert all(f["suppressed"] for e in again["endpoints"] for f in e["findings"])
-    assert {e["score"]["grade"] for e in again["endpoints"]} == {"A+"}
+    # An open relay with plaintext AUTH stays F with its score: accepting a finding is not fixing it.
+    assert [e["score"] for e in again["endpoints"]] == [e["score"] for e in report["endpoints"]]
+    assert {e["score"]["grade"] for e in again["endpoints"]} == {"F"}
+    accepted = sum(len(e["findings"]) for e in report["endpoints"])
+    assert again["gate"]["passed"] is True and again["gate"]["accepted"] == accepted and again["gate"]["exit_code"] == 0
     assert run_cli("report", tmp_path / "scan.json", "--fail-on", "low", "-q") == 1
+
+
+def test_placeholder_justifications_are_warned_about(tmp_path, two_endpoint_report, capsys):
+    report, a, b = two_endpoint_report
+    (tmp_path / "scan.json").write_text(json.dumps(report))
+    created = tmp_path / "todo.toml"
+    assert run_cli("baseline", "create", tmp_path / "scan.json", "-o", created) == 0
+    out = tmp_path / "todo.json"
+    capsys.readouterr()
+    assert run_cli("report", tmp_path / "scan.json", "--baseline", created, "--fail-on", "low", "-o", out, "-q") == 0
+    err = capsys.readouterr().err
+    assert "placeholder justification" in err
+    again = json.loads(out.read_text())
+    assert len(again["baseline"]["unjustified"]) == again["gate"]["accepted"] > 0
+    assert {e["score"]["grade"] for e in again["endpoints"]} == {"F"}
 
 
 @pytest.mark.parametrize("content,message", [

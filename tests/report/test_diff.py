@@ -50,7 +50,7 @@ def test_unreachable_endpoint_is_unverified_not_fixed(tmp_path):
     finally:
         fake.__exit__(None, None, None)
     code, new = scan_to(tmp_path / "new.json", target, extra=RULES)  # the server is gone
-    assert code == 3 and new["endpoints"][0]["status"] == "failed"
+    assert code == 3 and new["endpoints"][0]["status"] == "unreachable"
     result = differ.compare(old, new)
     ep = result["endpoints"][0]
     assert ep["fixed"] == [] and {f["rule_id"] for f in ep["unverified"]} == {f["rule_id"] for f in old["endpoints"][0]["findings"]}

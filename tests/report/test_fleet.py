@@ -60,7 +60,7 @@ def test_fleet_of_50_endpoints(postfix_hardened, postfix_insecure, exim_secure, 
     assert code == 3
     by_id = {e["endpoint"]["id"]: e for e in report["endpoints"]}
     assert len(by_id) == 50
-    failed = {i for i, e in by_id.items() if e["status"] == "failed"}
+    failed = {i for i, e in by_id.items() if e["status"] == "unreachable"}
     # every dead, silent, 421 and slow endpoint is reported as not scanned, with a reason
     expected_failed = {t for t in dead} | {s.target for s, f in zip(started, fakes) if f.script and isinstance(f.script[0], (Silence,))}
     assert expected_failed <= failed, expected_failed - failed
@@ -128,13 +128,13 @@ def test_progress_only_on_a_terminal():
         def isatty(self) -> bool:
             return True
 
-    entry = {"status": "scanned", "findings": [{"suppressed": None}]}
+    entry = {"status": "complete", "findings": [{"suppressed": None}]}
     quiet, tty = io.StringIO(), Tty()
     p1, p2 = Progress(2, stream=quiet), Progress(2, stream=tty)
     for p in (p1, p2):
         p("a:25", entry)
-        p("b\x1b[2J:25", {"status": "failed", "findings": []})
+        p("b\x1b[2J:25", {"status": "unreachable", "findings": []})
         p.finish()
     assert quiet.getvalue() == ""
     out = tty.getvalue()
-    assert "[2/2]" in out and "failed 1" in out and "findings 1" in out and "\x1b[2J" not in out
+    assert "[2/2]" in out and "not complete 1" in out and "findings 1" in out and "\x1b[2J" not in out

@@ -60,7 +60,7 @@ def test_unreachable_target_exit_3_with_reason(tmp_path):
     assert code == 3
     assert_valid_report(report)
     entry = report["endpoints"][0]
-    assert entry["status"] == "failed" and "refused" in entry["error"] and entry["score"] is None
+    assert entry["status"] == "unreachable" and "refused" in entry["error"] and entry["score"]["grade"] is None
     assert report["summary"]["failed"] == 1
 
 
@@ -72,7 +72,7 @@ def test_one_dead_target_does_not_stop_the_others(tmp_path):
     with ThreadedFake(weak_server()) as srv:
         code, report = scan([f"127.0.0.1:{dead}", srv.target], tmp_path)
     assert code == 3
-    assert [e["status"] for e in report["endpoints"]] == ["failed", "scanned"]
+    assert [e["status"] for e in report["endpoints"]] == ["unreachable", "complete"]
     assert report["endpoints"][1]["findings"]
 
 

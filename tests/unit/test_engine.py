@@ -152,7 +152,7 @@ def test_policy_overrides_params_and_skips(tmp_path):
     assert "expn-discloses-lists" not in applied
     facts = {"smtp.auth.mechanisms_before_tls": ["CRAM-MD5"]}
     assert judge(applied["auth-before-starttls"], facts, fact_probe={}, probe_errors={}).status == "finding"
-    assert judge(rules["auth-before-starttls"], facts, fact_probe={}, probe_errors={}).status == "pass"
+    assert judge(rules["auth-before-starttls"], facts, fact_probe={}, probe_errors={}).status == "passed"
     pol.write_text('id = "p"\nversion = "1"\ntitle = "P"\n[params."auth-before-starttls"]\nplaintxt = []\n')
     with pytest.raises(RuleSetError, match="params.auth-before-starttls.plaintxt"):
         apply_policy(load_policy(pol), rules, KNOWN)
@@ -171,8 +171,8 @@ def test_vulnerable_versions_expand_to_tentative_capped_rules():
     wizard = rules["cve-2019-10149"]
     assert wizard.confidence == "tentative" and wizard.severity == "high" and wizard.score <= 8.9
     assert judge(wizard, {"software.product": "exim", "software.version": "4.91"}, fact_probe={}, probe_errors={}).status == "finding"
-    assert judge(wizard, {"software.product": "exim", "software.version": "4.92"}, fact_probe={}, probe_errors={}).status == "pass"
-    assert judge(wizard, {"software.product": "postfix", "software.version": "4.91"}, fact_probe={}, probe_errors={}).status == "pass"
+    assert judge(wizard, {"software.product": "exim", "software.version": "4.92"}, fact_probe={}, probe_errors={}).status == "passed"
+    assert judge(wizard, {"software.product": "postfix", "software.version": "4.91"}, fact_probe={}, probe_errors={}).status == "passed"
 
 
 @pytest.mark.parametrize("a, b", [("4.92.1", "4.92"), ("6.6.2p1", "6.6.2"), ("4.70", "4.7"), ("4.97.1", "4.97rc1"), ("V4.93", "4.92")])

@@ -23,6 +23,6 @@ def test_scan_of_a_loopback_literal_sends_no_dns_query(tmp_path):
 
     entry = json.loads((tmp_path / "r.json").read_text())["endpoints"][0]
     assert all(p["status"] in ("ok", "skipped") for p in entry["probes"]), entry["probes"]
-    assert entry["not_evaluated"] == [] and entry["status"] == "scanned"
+    assert entry["not_evaluated"] == [] and entry["status"] == "complete"
     assert "tls-legacy-protocols" in entry["not_applicable"]
     assert entry["facts"]["dane.tlsa.lookup_status"] == "not_applicable"

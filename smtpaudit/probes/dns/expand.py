@@ -1,10 +1,14 @@
 """Domain targets to endpoints: each ``domain:`` target is followed by one MX endpoint per MX
-host (priority order), tagged with the domain so reports group them. Runs before the scan; DNS
-failures leave the domain entry alone (its dns.domain facts then say what went wrong)."""
+host (priority order), tagged with the domain so reports group them. Runs before the scan.
+
+A name with no MX record but an address is its own implicit MX (RFC 5321 section 5.1), also when
+only the system resolver knows it (``/etc/hosts``). A name that does not exist at all is a target
+error: ``unresolved`` says why, and the domain's entry is reported unreachable (exit code 3)."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import replace
 from typing import Any
 
@@ -15,9 +19,25 @@ from smtpaudit.targets import Endpoint, Mode, Role
 MAX_MX_ENDPOINTS = 20  # per domain; more MX hosts than this are not scanned
 
 
-async def expand_domains(endpoints: list[Endpoint], options: dict[str, Any]) -> list[Endpoint]:
+async def _system_addresses(host: str) -> list[str]:
+    """Addresses the system resolver gives (``/etc/hosts`` included); empty when it knows none."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, OSError):
+        return []
+    out: list[str] = []
+    for info in infos:
+        addr = str(info[4][0])
+        if addr not in out:
+            out.append(addr)
+    return out
+
+
+async def expand_domains(endpoints: list[Endpoint], options: dict[str, Any],
+                         unresolved: dict[str, str] | None = None) -> list[Endpoint]:
     """Insert the MX endpoints of every domain target right after it. ``options['mx_port']``
-    overrides port 25 (labs run their mail servers on other ports)."""
+    overrides port 25 (labs run their mail servers on other ports). Domains that do not resolve
+    at all are recorded in ``unresolved`` (domain -> why) and get no MX endpoint."""
     domains = [ep for ep in endpoints if ep.role is Role.DOMAIN]
     if not domains:
         return endpoints
@@ -30,7 +50,23 @@ async def expand_domains(endpoints: list[Endpoint], options: dict[str, Any]) -> 
         out.append(ep)
         if ep.role is not Role.DOMAIN:
             continue
-        hosts = by_domain[ep.host].hosts[:MAX_MX_ENDPOINTS]
+        found = by_domain[ep.host]
+        hosts = found.hosts[:MAX_MX_ENDPOINTS]
+        if not hosts and not found.null and found.lookup.status in ("nxdomain", "nodata"):
+            system = await _system_addresses(ep.host)
+            if system:
+                # Known to the system resolver only: still the implicit MX of RFC 5321 5.1.
+                for ip in system[:MAX_MX_ENDPOINTS]:
+                    out.append(replace(ep, host=ep.host, port=port, mode=Mode.STARTTLS, role=Role.MX,
+                                       spec=f"{ep.spec} (implicit MX)", domain=ep.host, address=ip))
+                continue
+            if unresolved is not None:
+                unresolved[ep.host] = (f"{ep.host}: the name does not exist (NXDOMAIN)" if found.lookup.status == "nxdomain"
+                                       else f"{ep.host}: no MX and no address record")
+            continue
+        if not hosts and found.lookup.failed and unresolved is not None:
+            unresolved[ep.host] = f"{ep.host}: MX lookup failed ({found.lookup.status})"
+            continue
         # Every address of every MX (IPv4 and IPv6) is its own endpoint, resolved through the
         # same resolver as the DNS checks, so --resolver also decides where we connect.
         resolved = await asyncio.gather(*(mx.addresses(client, h) for h in hosts))
@@ -45,12 +81,3 @@ async def expand_domains(endpoints: list[Endpoint], options: dict[str, Any]) -> 
                                    spec=f"{ep.spec} (MX {host})", domain=ep.host, address=ip))
     return out
 
-
-def domain_groups(entries: list[dict[str, Any]]) -> dict[str, list[str]]:
-    """Report helper: domain -> ids of its entries (the domain entry first)."""
-    groups: dict[str, list[str]] = {}
-    for e in entries:
-        d = e["endpoint"].get("domain")
-        if d:
-            groups.setdefault(d, []).append(e["endpoint"]["id"])
-    return groups

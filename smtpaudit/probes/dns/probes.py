@@ -69,7 +69,7 @@ class _DnsProbe:
             await asyncio.wait_for(self.observe(endpoint, ctx, prior, client, result.facts),
                                    ctx.timeouts.endpoint)
         except asyncio.TimeoutError:
-            result.status, result.error_reason = "error", "timeout"
+            result.status, result.error_reason = "error", "read_timeout"
             result.error_message = f"{self.name} did not finish within {ctx.timeouts.endpoint}s"
         except Exception as exc:  # a bug or hostile data must not stop the scan
             result.status, result.error_reason = "error", "internal"

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from smtpaudit.probes.net import open_connection
 from smtpaudit.probes.base import (
     ConnectFailed,
     ConnectionClosed,
@@ -152,16 +153,16 @@ class SmtpClient:
             raise ReplyTimeout(f"{endpoint.id}: server stalled (slow or silent replies used up the wait budget)")
         transcript.add("*", f"connect {endpoint.connect_host}:{endpoint.port}" + (" (implicit TLS)" if use_tls else ""), conn)
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
-                    endpoint.connect_host,
-                    endpoint.port,
-                    limit=ctx.limits.max_line + 2,
-                    ssl=(tls_context or permissive_tls_context()) if use_tls else None,
-                    server_hostname=_sni(endpoint.host) if use_tls else None,
-                    ssl_handshake_timeout=ctx.timeouts.tls if use_tls else None,
-                ),
+            reader, writer = await open_connection(
+                endpoint.connect_host,
+                endpoint.port,
+                slots=ctx.host_slots,
+                leases=ctx.leases,
                 timeout=ctx.timeouts.connect + (ctx.timeouts.tls if use_tls else 0),
+                limit=ctx.limits.max_line + 2,
+                ssl=(tls_context or permissive_tls_context()) if use_tls else None,
+                server_hostname=_sni(endpoint.host) if use_tls else None,
+                ssl_handshake_timeout=ctx.timeouts.tls if use_tls else None,
             )
         except asyncio.TimeoutError:
             transcript.add("*", "connect timed out", conn)

@@ -38,6 +38,7 @@ def _int_option(ctx: ProbeContext, key: str, default: int, maximum: int) -> int:
 class ConnLimitProbe:
     name: ClassVar[str] = "smtp.connlimit"
     intrusive: ClassVar[bool] = True
+    sockets: ClassVar[int] = 0  # the burst: exclusive use of the host, beyond --per-host (opt-in)
     after: ClassVar[tuple[str, ...]] = ("smtp.session",)
 
     async def run(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any]) -> ProbeResult:

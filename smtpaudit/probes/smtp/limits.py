@@ -45,10 +45,24 @@ def _cap(ctx: ProbeContext, key: str, default: int, maximum: int) -> int:
 class LimitsProbe(BehaviourProbe):
     name: ClassVar[str] = "smtp.limits"
     intrusive: ClassVar[bool] = False
+    sockets: ClassVar[int] = 2  # the idle connection is held while the other tests run
     after: ClassVar[tuple[str, ...]] = ("smtp.session",)
 
     async def _observe(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any], result: ProbeResult, transcript: Transcript) -> None:
         f = result.facts
+        if getattr(ctx.host_slots, "limit", 2) < 2:
+            # One socket only (--per-host 1): holding the idle connection would block every other
+            # test of this probe, so the idle watch waits until they are done.
+            try:
+                await self._recipients(endpoint, ctx, prior, result, transcript)
+                await self._errors(endpoint, ctx, result, transcript)
+                await self._early_talker(endpoint, ctx, result, transcript)
+            finally:
+                watch = float(ctx.options.get("idle_watch", 0.0))
+                idle = await _finish_idle(asyncio.create_task(self._idle(endpoint, ctx, transcript, result)), watch)
+                f["smtp.limits.idle_timeout"] = idle[0]
+                f["smtp.limits.idle_watched"] = round(idle[1], 1)
+            return
         idle_task = asyncio.create_task(self._idle(endpoint, ctx, transcript, result))
         try:
             await self._recipients(endpoint, ctx, prior, result, transcript)

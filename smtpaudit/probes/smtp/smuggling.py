@@ -56,6 +56,7 @@ def smuggling_message(rcpt: str, sender_domain: str, name: str) -> bytes:
 class SmugglingProbe(BehaviourProbe):
     name: ClassVar[str] = "smtp.smuggling"
     intrusive: ClassVar[bool] = True
+    sockets: ClassVar[int] = 2  # two sequences are tried at a time
     after: ClassVar[tuple[str, ...]] = ("smtp.session",)
 
     async def _observe(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any], result: ProbeResult, transcript: Transcript) -> None:

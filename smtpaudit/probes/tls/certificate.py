@@ -127,17 +127,13 @@ class TlsCertificateProbe:
         connector = SmtpTlsConnector(endpoint, ctx, transcript)
         writer = None
         try:
-            if ctx.host_slots is not None:
-                await ctx.host_slots.acquire()
             try:
                 result.connections += 1
                 reader, writer = await connector()
                 hs = await full_handshake(reader, writer, server_name=sni_for(endpoint), timeout=ctx.timeouts.tls)
             finally:
-                if ctx.host_slots is not None:
-                    ctx.host_slots.release()
                 if writer is not None:
-                    writer.close()
+                    writer.close()  # also gives the host slot back (probes/net.py)
             transcript.add("*", f"TLS established: {hs['version']} {hs['cipher']}, {len(hs['chain'])} certificate(s)", 1)
             f = result.facts
             f["tls.cert.handshake_ok"] = True

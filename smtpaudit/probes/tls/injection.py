@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar, Mapping
 
+from smtpaudit.outcomes import ProbeStatus, Reason
 from smtpaudit.probes.base import ConnectionClosed, ProbeContext, ProbeError, ProbeResult
 from smtpaudit.probes.smtp.client import Reply, SmtpClient, Transcript
 from smtpaudit.targets import Endpoint, Mode
@@ -36,13 +37,11 @@ class StarttlsInjectionProbe:
         if endpoint.mode is Mode.IMPLICIT or prior.get("smtp.starttls.offered") is False:
             f["tls.starttls_injection.vulnerable"] = None
             f["tls.starttls_injection.evidence"] = None
-            result.status, result.error_reason = "skipped", "no_starttls"
+            result.status, result.error_reason = ProbeStatus.SKIPPED, Reason.NO_TLS
             result.error_message = "implicit TLS endpoint" if endpoint.mode is Mode.IMPLICIT else "STARTTLS is not offered"
             return result
         client: SmtpClient | None = None
         try:
-            if ctx.host_slots is not None:
-                await ctx.host_slots.acquire()
             try:
                 result.connections += 1
                 client = await SmtpClient.open(endpoint, ctx, transcript, conn=1)
@@ -50,8 +49,6 @@ class StarttlsInjectionProbe:
             finally:
                 if client is not None:
                     await client.close()
-                if ctx.host_slots is not None:
-                    ctx.host_slots.release()
         except ProbeError as exc:
             result.status, result.error_reason, result.error_message = "error", exc.reason, exc.message
         finally:
@@ -110,9 +107,5 @@ class StarttlsInjectionProbe:
             if reply.code == 221:
                 break
             replies.append(reply)
-        client.closed = True  # QUIT was sent: the connection is done
-        try:
-            client.writer.close()
-        except Exception:  # noqa: BLE001 - closing a finished socket may fail in many ways
-            pass
+        await client.close()  # QUIT was sent and answered (or the server hung up)
         return replies

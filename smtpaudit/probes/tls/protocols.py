@@ -146,6 +146,7 @@ class TlsProtocolsProbe:
 
     name: ClassVar[str] = "tls.protocols"
     intrusive: ClassVar[bool] = False
+    sockets: ClassVar[int] = 2  # hellos run two at a time
     after: ClassVar[tuple[str, ...]] = ("smtp.session",)
 
     async def run(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any]) -> ProbeResult:
@@ -166,7 +167,6 @@ class TlsProtocolsProbe:
             connector,
             scan_config(endpoint, ctx),
             registry=reg,
-            slots=ctx.host_slots,
             on_event=lambda conn, d, text: transcript.add(d, text, conn),
         )
         try:

@@ -1,0 +1,177 @@
+"""Every socket a probe opens to a scanned host goes through here, and takes one per-host slot.
+
+``--per-host N`` is a promise to the server's operator: never more than N connections from us at
+once. The promise is kept at the only place where sockets are made, not by each probe: a slot is
+taken before ``connect()`` and given back when the writer is closed. Slots a probe forgot to give
+back (a cancelled task, a bug) are reclaimed when its endpoint finishes, so a leak can never
+starve another endpoint of the same host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+
+class HostSlots:
+    """At most ``limit`` open sockets to one host; remembers the peak for the report and the tests.
+
+    Probes do not take sockets from here one by one: a probe first *reserves* the number of
+    sockets it may hold at once (``reserve``), all at once, and opens its connections inside that
+    budget. Nobody waits for a slot while holding one, so two endpoints of one host can never
+    deadlock each other (each holding one socket and waiting for a second).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, int(limit))
+        self._free = self.limit
+        self._cond = asyncio.Condition()
+        self.in_use = 0  # sockets open right now
+        self.peak = 0
+        self.opened = 0
+
+    def opened_socket(self) -> None:
+        self.in_use += 1
+        self.opened += 1
+        self.peak = max(self.peak, self.in_use)
+
+    def closed_socket(self) -> None:
+        self.in_use -= 1
+
+    async def reserve(self, count: int) -> "Budget":
+        """Wait until ``count`` slots (capped at the limit) are free, take them together."""
+        count = max(1, min(int(count), self.limit))
+        async with self._cond:
+            await self._cond.wait_for(lambda: self._free >= count)
+            self._free -= count
+        return Budget(self, count)
+
+    async def give_back(self, count: int) -> None:
+        async with self._cond:
+            self._free += count
+            self._cond.notify_all()
+
+
+class Budget:
+    """The sockets one probe may hold at once: ``limit`` of its host's slots, reserved together."""
+
+    def __init__(self, parent: HostSlots, limit: int) -> None:
+        self.parent = parent
+        self.limit = limit
+        self._sem = asyncio.Semaphore(limit)
+        self.returned = False
+
+    async def acquire(self) -> None:
+        await self._sem.acquire()
+        self.parent.opened_socket()
+
+    def release(self) -> None:
+        self.parent.closed_socket()
+        self._sem.release()
+
+    async def close(self) -> None:
+        """Give the reserved slots back to the host (once)."""
+        if not self.returned:
+            self.returned = True
+            await self.parent.give_back(self.limit)
+
+
+class SocketSlots(Protocol):
+    """What a connection needs from a budget: a Budget, or any semaphore (library use, tests)."""
+
+    async def acquire(self) -> Any: ...
+
+    def release(self) -> None: ...
+
+
+class Lease:
+    """One taken slot; released exactly once."""
+
+    def __init__(self, slots: "SocketSlots | None") -> None:
+        self._slots = slots
+        self.released = slots is None
+        self.writer: asyncio.StreamWriter | None = None
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            assert self._slots is not None
+            self._slots.release()
+
+
+class Leases:
+    """The slots held by one endpoint's probes, so the endpoint can reclaim them when it ends."""
+
+    def __init__(self) -> None:
+        self._open: set[Lease] = set()
+
+    def add(self, lease: Lease) -> None:
+        self._open.add(lease)
+
+    def discard(self, lease: Lease) -> None:
+        self._open.discard(lease)
+
+    def reclaim(self) -> int:
+        """Close every socket still open and give its slot back; returns how many there were."""
+        count = 0
+        for lease in list(self._open):
+            if not lease.released:
+                count += 1
+                if lease.writer is not None:
+                    try:
+                        lease.writer.close()
+                    except Exception:  # noqa: BLE001 - the socket may already be broken
+                        pass
+                lease.release()
+        self._open.clear()
+        return count
+
+
+class SlottedWriter:
+    """A StreamWriter whose ``close()`` also gives the host slot back (everything else is delegated)."""
+
+    def __init__(self, writer: asyncio.StreamWriter, lease: Lease, leases: Leases | None) -> None:
+        self._writer = writer
+        self._lease = lease
+        self._leases = leases
+        lease.writer = writer
+
+    def close(self) -> None:
+        try:
+            self._writer.close()
+        finally:
+            self._lease.release()
+            if self._leases is not None:
+                self._leases.discard(self._lease)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._writer, name)
+
+
+async def open_connection(
+    host: str,
+    port: int,
+    *,
+    slots: "SocketSlots | None",
+    leases: Leases | None = None,
+    timeout: float,
+    **kwargs: Any,
+) -> tuple[asyncio.StreamReader, SlottedWriter]:
+    """``asyncio.open_connection`` that first waits for a slot of ``host``; the slot is held until close.
+
+    ``timeout`` bounds the connect (and handshake) only, not the wait for a slot: a host busy with
+    our own other probes must not look like a host that does not answer. The wait for a slot is
+    bounded by the endpoint deadline. Raises ``asyncio.TimeoutError`` when the connect times out.
+    """
+    lease = Lease(slots)
+    if slots is not None:
+        await slots.acquire()
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, **kwargs), timeout=timeout)
+    except BaseException:
+        lease.release()
+        raise
+    slotted = SlottedWriter(writer, lease, leases)
+    if leases is not None:
+        leases.add(lease)
+    return reader, slotted
