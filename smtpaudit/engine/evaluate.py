@@ -66,6 +66,9 @@ def judge(
     if ev.value is True:
         return Outcome(rule.id, RuleOutcome.FINDING, render_message(rule, facts), evidence=dict(sorted(ev.used.items())))
     if ev.value is False:
+        if ev.used and all(f.startswith("endpoint.") for f in ev.used):
+            # Decided by what the endpoint is (role, port, a policy's scope), not by anything observed.
+            return Outcome(rule.id, RuleOutcome.NOT_APPLICABLE, reason="out of the rule's scope for this endpoint")
         return Outcome(rule.id, RuleOutcome.PASSED, evidence=dict(sorted(ev.used.items())))
     missing_probes = {fact_probe.get(f, "?") for f in ev.missing}
     na = probe_not_applicable or {}

@@ -136,3 +136,28 @@ def test_unsigned_answers_without_anchor_are_indeterminate(fake):
 def test_bad_resolver_option_is_a_probe_error():
     r = run_probe(DnsDomainProbe(), "domain:example.org", {"resolver": "not-an-ip"})
     assert r.status == "error" and r.error_reason == "config"
+
+
+def test_mx_names_that_are_not_host_names_are_mx_errors(monkeypatch):
+    from tests.dns.stub_dns import StubZone
+
+    zone = StubZone({"example.org": [{"MX": [10, "mx_1.example.org"]}, {"MX": [20, "mx.example.org"]}],
+                     "mx.example.org": [{"A": "192.0.2.25"}]})
+    with zone.installed():
+        r = run_probe(DnsDomainProbe(), "domain:example.org", {"resolver": "127.0.0.1:53"})
+    assert r.status == "ok"
+    assert any("mx_1.example.org is not a valid host name" in e for e in r.facts["dns.mx.errors"])
+    assert r.facts["dns.mx.hosts"] == ["mx_1.example.org", "mx.example.org"]
+
+
+def test_bad_names_in_spf_never_fail_the_domain_probe():
+    from tests.dns.stub_dns import StubZone
+
+    zone = StubZone({"example.org": [{"TXT": "v=spf1 a:mail.example...com include:foo..example.com a:" + "x" * 64
+                                      + ".example.com -all"}],
+                     "_dmarc.example.org": [{"TXT": "v=DMARC1; p=reject"}]})
+    with zone.installed():
+        r = run_probe(DnsDomainProbe(), "domain:example.org", {"resolver": "127.0.0.1:53"})
+    assert r.status == "ok", r.error_message
+    assert len(r.facts["dns.spf.syntax_errors"]) == 3
+    assert r.facts["dns.dmarc.p"] == "reject"  # the rest of the domain audit is intact

@@ -54,7 +54,7 @@ class Silence:
 
 
 Item = Union[Send, Delay, Expect, Close, Reset, Silence]
-Responder = Callable[[str], Union[bytes, None]]
+Responder = Callable[[str], Union[bytes, "Silence", None]]  # None closes; Silence() stalls
 
 
 @dataclass
@@ -113,6 +113,11 @@ class FakeSmtpServer:
                     continue
                 answer = self.responder(line)
                 if answer is None:
+                    return
+                if isinstance(answer, Silence):
+                    # Stall: keep the connection open, read on, answer nothing more.
+                    while await reader.read(4096):
+                        pass
                     return
                 writer.write(answer)
                 await writer.drain()

@@ -26,8 +26,13 @@ def sslyze_python() -> str | None:
     # downgrade the project's own environment.
     lab_venv = os.path.join(os.environ.get("SMTPAUDIT_LAB_PREFIX", "/opt/smtpaudit-lab"), "sslyze-venv", "bin", "python")
     for py in (os.environ.get("SMTPAUDIT_SSLYZE_PYTHON"), lab_venv, sys.executable):
-        if py and subprocess.run([py, "-c", "import sslyze"], capture_output=True).returncode == 0:
-            return py
+        if not py or not os.path.isfile(py):
+            continue  # the lab venv is absent on a machine that has only what the README installs
+        try:
+            if subprocess.run([py, "-c", "import sslyze"], capture_output=True, timeout=60).returncode == 0:
+                return py
+        except (OSError, subprocess.TimeoutExpired):
+            continue
     return None
 
 

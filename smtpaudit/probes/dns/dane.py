@@ -2,7 +2,9 @@
 minimal STARTTLS handshake to see the chain the server presents.
 
 ``tlsa_matches`` is pure: a TLSA record against a PEM chain (leaf first). Usages 3 (DANE-EE) and
-1 (PKIX-EE) match the leaf; 2 (DANE-TA) and 0 (PKIX-TA) match any certificate above it. The
+1 (PKIX-EE) match the leaf; 2 (DANE-TA) and 0 (PKIX-TA) match any certificate above it, and a
+DANE-TA record holding the full anchor (``2 0 0`` / ``2 1 0``) also matches when that anchor, not
+sent by the server, signed a certificate of the chain (RFC 7671 section 5.2.2). The
 PKIX path checks that usages 0/1 would add are out of scope: RFC 7672 section 3.1.3 says SMTP
 clients treat those usages as unusable anyway.
 """
@@ -15,7 +17,9 @@ import socket
 from typing import Any, Mapping
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_der_public_key
 
 USAGES = {0: "PKIX-TA", 1: "PKIX-EE", 2: "DANE-TA", 3: "DANE-EE"}
 SELECTORS = {0: "Cert", 1: "SPKI"}
@@ -57,7 +61,7 @@ def tlsa_matches(record: Mapping[str, Any] | Any, chain_pem_list: list[str]) -> 
     mtype = int(_field(record, "mtype", "mtype"))
     data = _field(record, "data", "cert")
     want = bytes.fromhex(data) if isinstance(data, str) else bytes(data)
-    certs = []
+    certs: list[x509.Certificate | None] = []
     for pem in chain_pem_list:
         try:
             certs.append(x509.load_pem_x509_certificate(pem.encode() if isinstance(pem, str) else pem))
@@ -71,10 +75,65 @@ def tlsa_matches(record: Mapping[str, Any] | Any, chain_pem_list: list[str]) -> 
         candidates = certs[1:]
     else:
         return False
-    for cert in candidates:
+    offset = 0 if usage in (1, 3) else 1
+    for i, cert in enumerate(candidates, start=offset):
         if cert is not None and association(cert, selector, mtype) == want:
-            return True
+            # DANE-TA authenticates the leaf through the chain below the anchor (RFC 7671 5.2).
+            if usage != 2 or _chain_to(certs, i):
+                return True
+    if usage == 2 and mtype == 0:
+        # RFC 7671 5.2.2: a DANE-TA record that carries the whole trust anchor (certificate or
+        # public key) lets the server leave the anchor out of its chain; it matches when the
+        # anchor issued a certificate the server sent (as in OpenSSL and Postfix).
+        return any(cert is not None and _issued_by(cert, selector, want) and _chain_to(certs, i)
+                   for i, cert in enumerate(certs))
     return False
+
+
+def _chain_to(certs: list[x509.Certificate | None], top: int) -> bool:
+    """Each certificate from the leaf up to ``certs[top]`` is signed by the next one."""
+    for child, parent in zip(certs[:top], certs[1:top + 1]):
+        if child is None or parent is None:
+            return False
+        try:
+            child.verify_directly_issued_by(parent)
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+            return False
+    return True
+
+
+def _issued_by(cert: x509.Certificate, selector: int, anchor: bytes) -> bool:
+    """``cert`` is signed by the anchor: a DER certificate (selector 0: its subject must also be
+    the issuer name) or a DER SubjectPublicKeyInfo (selector 1)."""
+    try:
+        if selector == 0:
+            ta = x509.load_der_x509_certificate(anchor)
+            if ta.subject != cert.issuer:
+                return False
+            key = ta.public_key()
+        elif selector == 1:
+            key = load_der_public_key(anchor)
+        else:
+            return False
+        return _verify(key, cert)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+
+
+def _verify(key: Any, cert: x509.Certificate) -> bool:
+    sig, tbs, algo = cert.signature, cert.tbs_certificate_bytes, cert.signature_hash_algorithm
+    try:
+        if isinstance(key, rsa.RSAPublicKey) and algo is not None:
+            key.verify(sig, tbs, padding.PKCS1v15(), algo)
+        elif isinstance(key, ec.EllipticCurvePublicKey) and algo is not None:
+            key.verify(sig, tbs, ec.ECDSA(algo))
+        elif isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+            key.verify(sig, tbs)
+        else:
+            return False  # RSA-PSS, DSA and others: not matched rather than guessed
+    except InvalidSignature:
+        return False
+    return True
 
 
 def cert_days_left(pem: str, now: float) -> float | None:

@@ -13,33 +13,56 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
+from smtpaudit.probes.dns.names import name_problem
+
 MAX_POLICY = 64 * 1024  # RFC 8461 sets no limit; real policies are a few hundred bytes
 MAX_HEADERS = 16 * 1024
 MAX_AGE_LIMIT = 31557600  # RFC 8461 3.2: max_age is at most one year
 POLICY_PATH = "/.well-known/mta-sts.txt"
 
 
+_EXT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")  # sts-ext-name / sts-policy-ext-name
+_EXT_VALUE = re.compile(r"^[\x21-\x3a\x3c\x3e-\x7e]+$")  # sts-ext-value: no ';', '=' or space
+MODES = ("enforce", "testing", "none")
+
+
 def is_sts_txt(txt: str) -> bool:
-    return re.match(r"^v=STSv1\s*(;|$)", txt) is not None
+    """RFC 8461 3.1: records that do not begin with ``v=STSv1;`` are discarded (a bare
+    ``v=STSv1`` is not a record, and the version is case-sensitive)."""
+    return txt.startswith("v=STSv1;")
 
 
 def parse_txt(record: str) -> tuple[str | None, list[str]]:
-    """Return (id, errors) for one ``v=STSv1; id=...`` record (RFC 8461 3.1)."""
+    """Return (id, errors) for one ``v=STSv1; id=...`` record (RFC 8461 3.1 ABNF)."""
     errors: list[str] = []
-    fields = [f.strip() for f in record[:4096].split(";") if f.strip()]
+    fields = [f.strip(" \t") for f in record[:4096].split(";")]
+    if fields and fields[-1] == "":
+        fields.pop()  # one trailing delimiter is allowed
     tags: dict[str, str] = {}
-    for f in fields:
+    for f in fields[1:]:
         name, sep, value = f.partition("=")
-        if not sep:
+        if not sep or not name:
             errors.append(f"{f!r} is not name=value")
             continue
-        tags[name.strip()] = value.strip()
+        if name in tags:
+            errors.append(f"field {name} appears more than once")
+            continue
+        tags[name] = value
+        if name != "id" and not (_EXT_NAME.match(name) and _EXT_VALUE.match(value)):
+            errors.append(f"extension field {f!r} is not valid (name: 1-32 letters, digits, _ - .; value: visible characters)")
     ident = tags.get("id")
     if ident is None:
         errors.append("required field id is missing")
     elif not re.fullmatch(r"[A-Za-z0-9]{1,32}", ident):
         errors.append(f"id {ident!r} must be 1-32 letters or digits")
     return ident, errors
+
+
+def mx_pattern_problem(pattern: str) -> str | None:
+    """RFC 8461 3.2 ``sts-policy-mx-value = ["*."] Domain``: a host name, optionally with one
+    ``*`` as its whole leftmost label."""
+    problem = name_problem(pattern, wildcard=True)
+    return f"mx {pattern!r} is not a valid pattern: {problem}" if problem else None
 
 
 @dataclass
@@ -72,16 +95,19 @@ def parse_policy(text: str) -> Policy:
         elif key == "mode":
             pol.mode = value
         elif key == "mx":
+            problem = mx_pattern_problem(value)
+            if problem:
+                pol.errors.append(f"line {n}: {problem}")
             pol.mx.append(value.lower().rstrip("."))
         elif key == "max_age":
-            if value.isdigit() and len(value) <= 10:
+            if re.fullmatch(r"[0-9]{1,10}", value):
                 pol.max_age = int(value)
             else:
                 pol.errors.append(f"line {n}: max_age {value!r} is not a number")
         # Unknown keys are allowed (extensions) and ignored.
     if pol.version != "STSv1":
         pol.errors.append(f"version is {pol.version!r}, expected STSv1")
-    if pol.mode not in ("enforce", "testing", "none"):
+    if pol.mode not in MODES:
         pol.errors.append(f"mode is {pol.mode!r}, expected enforce, testing or none")
     if pol.max_age is None:
         if "max_age" not in seen:
@@ -102,8 +128,11 @@ def mx_matches(pattern: str, host: str) -> bool:
     return pattern == host
 
 
-def uncovered(patterns: list[str], hosts: list[str]) -> list[str]:
-    """MX hosts no pattern matches."""
+def uncovered(patterns: list[str], hosts: list[str], mode: str | None = "enforce") -> list[str]:
+    """MX hosts no pattern matches. Under ``mode: none`` (or an unknown mode) senders apply no
+    policy at all (RFC 8461 5), so no host is left uncovered."""
+    if mode not in ("enforce", "testing"):
+        return []
     return [h for h in hosts if not any(mx_matches(p, h) for p in patterns)]
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import dns.reversename
 
+from smtpaudit.probes.dns.names import name_problem
 from smtpaudit.probes.dns.resolver import DnsClient, Lookup
 
 MAX_MX = 50  # more MX records than this are truncated (hostile zones)
@@ -54,7 +55,9 @@ async def discover(client: DnsClient, domain: str) -> MxSet:
                     ipaddress.ip_address(host)
                     out.errors.append(f"MX {host} is an IP address, not a host name (RFC 5321 5.1)")
                 except ValueError:
-                    pass
+                    problem = name_problem(host)
+                    if problem:
+                        out.errors.append(f"MX {host} is not a valid host name: {problem}")
     elif lk.status == "nodata":
         a, aaaa = await asyncio.gather(client.query(domain, "A"), client.query(domain, "AAAA"))
         if a.ok or aaaa.ok:

@@ -148,7 +148,8 @@ class DnsDomainProbe(_DnsProbe):
                 facts[f"dns.spf.{k}"] = None
             facts["dns.spf.syntax_errors"] = []
             facts["dns.spf.lookup_terms"] = []
-            facts["dns.spf.include_errors"] = []
+            facts["dns.spf.permerrors"] = []
+            facts["dns.spf.unresolved"] = []
             return
         parsed = spf.parse(records[0])
         ev = await spf.evaluate(client, domain, parsed)
@@ -158,7 +159,8 @@ class DnsDomainProbe(_DnsProbe):
         facts["dns.spf.lookups"] = ev.lookups
         facts["dns.spf.void_lookups"] = ev.void_lookups
         facts["dns.spf.lookup_terms"] = ev.lookup_terms[:100]
-        facts["dns.spf.include_errors"] = ev.errors[:50]
+        facts["dns.spf.permerrors"] = ev.permerrors[:50]
+        facts["dns.spf.unresolved"] = ev.unresolved[:50]
 
     async def _dmarc(self, client: DnsClient, domain: str, facts: dict[str, Any]) -> None:
         lk = await client.query(f"_dmarc.{domain}", "TXT")
@@ -166,14 +168,42 @@ class DnsDomainProbe(_DnsProbe):
         facts["dns.dmarc.lookup_status"] = _lookup_status(lk, records)
         facts["dns.dmarc.records"] = _clip(records)
         facts["dns.dmarc.record_count"] = len(records) if not lk.failed else None
-        d = dmarc.parse(records[0]) if len(records) == 1 else None
-        facts["dns.dmarc.record"] = records[0][:MAX_TEXT] if d else None
+        # The first call parses the Public Suffix List (~40 ms): off the event loop.
+        org = await asyncio.to_thread(dmarc.organizational_domain, domain)
+        facts["dns.dmarc.org_domain"] = org
+        facts["dns.dmarc.org_records"] = []
+        # RFC 7489 6.6.3: no record at the domain -> the organizational domain's, with sp.
+        source: str | None = None
+        applied: list[str] = []
+        if lk.failed:
+            source = None
+        elif len(records) == 1:
+            source, applied = "domain", records
+        elif len(records) > 1:
+            source = "multiple"  # step 6: several records -> DMARC is not applied (no fallback)
+        elif org is None or org == domain:
+            source = "none"
+        else:
+            olk = await client.query(f"_dmarc.{org}", "TXT")
+            org_records = _records(olk, dmarc.is_dmarc)
+            facts["dns.dmarc.org_records"] = _clip(org_records)
+            if olk.failed:
+                source = None
+            elif len(org_records) == 1:
+                source, applied = "organizational", org_records
+            else:
+                source = "multiple" if org_records else "none"
+        facts["dns.dmarc.source"] = source
+        d = dmarc.parse(applied[0]) if applied else None
+        facts["dns.dmarc.record"] = applied[0][:MAX_TEXT] if d else None
         facts["dns.dmarc.p"] = d.p if d else None
-        facts["dns.dmarc.sp"] = d.sp if d else None
+        facts["dns.dmarc.sp"] = (d.sp or d.p) if d else None
+        facts["dns.dmarc.policy"] = d.policy_for(subdomain=source == "organizational") if d else None
         facts["dns.dmarc.pct"] = d.pct if d else None
         facts["dns.dmarc.rua"] = d.rua if d else []
         facts["dns.dmarc.ruf"] = d.ruf if d else []
         facts["dns.dmarc.syntax_errors"] = d.errors if d else []
+        facts["dns.dmarc.ignored_tags"] = d.ignored_tags[:20] if d else []
 
     async def _tlsrpt(self, client: DnsClient, domain: str, facts: dict[str, Any]) -> None:
         lk = await client.query(f"_smtp._tls.{domain}", "TXT")
@@ -230,7 +260,7 @@ class MtaStsProbe(_DnsProbe):
         facts["mta_sts.policy.mx"] = pol.mx[:100] if pol else []
         facts["mta_sts.policy.max_age"] = pol.max_age if pol else None
         facts["mta_sts.policy.errors"] = pol.errors if pol else []
-        facts["mta_sts.mx_uncovered"] = mtasts.uncovered(pol.mx, list(hosts)) if pol else []
+        facts["mta_sts.mx_uncovered"] = mtasts.uncovered(pol.mx, list(hosts), pol.mode) if pol else []
 
 
 class DnsHostProbe(_DnsProbe):

@@ -146,7 +146,12 @@ class DnsClient:
         return cls(servers, timeout=float(options.get("dns_timeout", 3.0)))
 
     async def query(self, name: str | dns.name.Name, rdtype: str) -> Lookup:
-        qname = _to_name(name)
+        try:
+            qname = _to_name(name)
+        except (dns.exception.DNSException, ValueError) as exc:
+            # A name no DNS question can carry (empty or over-long label): the callers validate
+            # names from records first; this keeps any that slip through from raising.
+            return Lookup(str(name), rdtype, "error", error=f"invalid name: {type(exc).__name__}: {exc}")
         key = (qname, dns.rdatatype.from_text(rdtype))
         if key in self._cache:
             return self._cache[key]

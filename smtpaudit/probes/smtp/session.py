@@ -8,6 +8,7 @@ after the AUTH attempt, STARTTLS is observed on a fresh connection.
 from __future__ import annotations
 
 import base64
+import re
 import secrets as _secrets
 import time
 from typing import Any, ClassVar, Mapping
@@ -28,6 +29,7 @@ from smtpaudit.probes.smtp.fingerprint import identify, reply_text
 from smtpaudit.targets import Endpoint, Mode
 
 INVALID_USER = "smtpaudit-invalid-user"
+ENHANCED_CODE = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")  # RFC 3463 status code
 
 
 def classify_auth_reply(code: int) -> str:
@@ -190,16 +192,24 @@ class SessionProbe:
         code = int(first[:3]) if first[:3].isdigit() else None
         # The greeting reply: all leading S lines with the first line's code.
         texts = []
+        final = False
         for ln in greeting_lines:
             if ln.text[:3] != first[:3]:
                 break
             texts.append(ln.text[4:])
             if ln.text[3:4] != "-":
+                final = True
                 break
+        if not final:
+            # A greeting that never ended (dripped, cut) is no greeting: nothing to record.
+            return
         f["smtp.greeting.code"] = code
         f["smtp.greeting.text"] = "\n".join(texts)[:2000]
         words = texts[0].split() if texts else []
-        f["smtp.greeting.hostname"] = words[0] if words else None
+        if words and ENHANCED_CODE.fullmatch(words[0]):
+            words = words[1:]  # "421 4.7.0 host ..." : the enhanced status code is not a name
+        # Only a 220 greeting names the server (RFC 5321 4.2); a refusal's text is free-form.
+        f["smtp.greeting.hostname"] = words[0] if words and code == 220 else None
 
     @staticmethod
     def _record_ehlo(f: dict[str, Any], caps: Capabilities, prefix: str) -> None:
