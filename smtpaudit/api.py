@@ -153,8 +153,15 @@ async def scan_async(
     *,
     on_entry: Callable[[dict[str, Any]], Any] | None = None,
     on_probe: Callable[[str, str], None] | None = None,
+    spool: Any = None,
 ) -> dict[str, Any]:
-    """Scan, judge and assemble the report (see ``scan``)."""
+    """Scan, judge and assemble the report (see ``scan``).
+
+    With ``spool`` (a ``report.stream.EntrySpool``) every judged entry goes to disk as soon as it
+    is finished (after ``on_entry``, which may still mark it, e.g. with a baseline) and the
+    report's ``endpoints`` are the spool's skeletons in target order: write the full report with
+    ``report.stream.write_json`` / ``sarif.write_stream``. Memory then stays flat in fleet size.
+    """
     # Imported here so the offline commands (report, evaluate, diff, baseline) never load the network side.
     from smtpaudit.scan import ProbeSettings, run_endpoints
 
@@ -175,10 +182,17 @@ async def scan_async(
     def judged(entry: dict[str, Any]) -> Any:
         # Judged as soon as it is finished, so progress displays and streaming writers see verdicts.
         judge_entry(entry, ruleset.rules, fact_probe)
-        return on_entry(entry) if on_entry is not None else None
+        out = on_entry(entry) if on_entry is not None else None
+        if spool is not None:
+            spool.add(entry)
+        return out
 
     started, t0 = now_iso(), time.monotonic()
-    entries, peaks = await run_endpoints(endpoints, probe_names, settings, ruleset.catalog, on_entry=judged, on_probe=on_probe)
+    entries, peaks = await run_endpoints(endpoints, probe_names, settings, ruleset.catalog, on_entry=judged, on_probe=on_probe,
+                                         keep=spool is None)
+    if spool is not None:
+        spool.close()
+        entries = _in_target_order(spool.skeletons, endpoints)
     recorded = {"ehlo_name": options.ehlo_name, "intrusive": options.intrusive, "fail_on": options.fail_on,
                 "allow_incomplete": options.allow_incomplete, "timeouts": vars(options.timeouts),
                 "concurrency": options.concurrency, "per_host": options.per_host, **options.recorded_options}
@@ -187,6 +201,21 @@ async def scan_async(
                        skipped_rules=skipped, fail_on=options.fail_on, allow_incomplete=options.allow_incomplete)
     report["invocation"]["peak_sockets_per_host"] = peaks
     return report
+
+
+def _in_target_order(entries: list[dict[str, Any]], endpoints: Sequence[Endpoint]) -> list[dict[str, Any]]:
+    """Entries (finished in any order) in the order of the targets; MX endpoints of a domain
+    target follow it, by id."""
+    order = {ep.id: i for i, ep in enumerate(endpoints)}
+    domain_order = {ep.host: i for i, ep in enumerate(endpoints) if ep.role.value == "domain"}
+
+    def key(e: dict[str, Any]) -> tuple[int, int, str]:
+        eid = e["endpoint"]["id"]
+        if eid in order:
+            return (order[eid], 0, eid)
+        return (domain_order.get(e["endpoint"].get("domain") or "", len(order)), 1, eid)
+
+    return sorted(entries, key=key)
 
 
 def scan(targets: Sequence[str | Endpoint], ruleset: RuleSet, options: ScanOptions = ScanOptions(),

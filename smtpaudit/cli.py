@@ -105,8 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--concurrency", type=int, default=16, metavar="N", help="endpoints scanned at once")
     g.add_argument("--per-host", type=int, default=2, metavar="N", help="concurrent connections per host")
     g = scan.add_argument_group("fleets")
-    g.add_argument("--output-dir", metavar="DIR", help="write DIR/report.<fmt> plus DIR/endpoints/<endpoint>.<fmt> per endpoint (json, and --format if another)")
-    g.add_argument("--shard", metavar="I/N", help="scan only shard I of N (deterministic by endpoint: N machines with the same list cover it once)")
+    g.add_argument("--output-dir", metavar="DIR", help="write DIR/report.<fmt> plus DIR/endpoints/<endpoint>.<fmt> per endpoint (json, and --format if another); "
+                        "while scanning, DIR/report.jsonl holds each finished endpoint (one JSON line each; left in place if the scan is interrupted)")
+    g.add_argument("--shard", metavar="I/N", help="scan only shard I of N (deterministic by endpoint: N machines with the same list cover it once); "
+                        "index/N takes I from JOB_COMPLETION_INDEX + 1 (Kubernetes Indexed Job)")
     _add_rule_args(scan)
     _add_output_args(scan)
 
@@ -261,10 +263,10 @@ def redact_argv(argv: list[str]) -> list[str]:
 
 
 def _dns_options(args: argparse.Namespace) -> dict[str, Any]:
-    from smtpaudit.probes.dns.resolver import ResolverSpecError, parse_resolver
-
     opts: dict[str, Any] = {"mx_port": args.mx_port, "mta_sts_port": args.mta_sts_port}
     if args.resolver:
+        from smtpaudit.probes.dns.resolver import ResolverSpecError, parse_resolver
+
         try:
             parse_resolver(args.resolver)
         except ResolverSpecError as exc:
@@ -315,6 +317,7 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
         except FleetError as exc:
             raise UsageError(str(exc)) from None
         endpoints = select_shard(endpoints, *shard)
+        args.shard = f"{shard[0]}/{shard[1]}"  # index/N resolved: file names and the report say which shard
         if not endpoints:
             sys.stderr.write(f"smtpaudit: shard {args.shard} holds no target\n")
     ruleset = load_ruleset(args)
@@ -322,15 +325,92 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
     from smtpaudit.fleet import Progress
 
     progress = Progress(len(endpoints), enabled=not args.quiet and sys.stderr.isatty())
+    # Finished endpoints go to disk as they come (report/stream.py), never all into memory: a
+    # 10,000-endpoint fleet needs no more RAM than a small one.
+    from smtpaudit import baseline as bl
+    from smtpaudit.report.stream import EntrySpool
+
+    applier = bl.Applier(_load_baseline(args)) if getattr(args, "baseline", None) else None
+    spool_path = Path(args.output_dir) / f"{_stem(args)}.jsonl" if args.output_dir else None
     try:
-        report = api.scan(endpoints, ruleset, options, on_entry=lambda e: progress(e["endpoint"]["id"], e))
-    finally:
-        progress.finish()
-    _apply_baseline(report, args)
-    code = exit_code_for(report, args.fail_on, allow_incomplete=args.allow_incomplete)
-    _write(report, args)
-    _explain_incomplete(report, args)
+        spool = EntrySpool(spool_path)
+    except OSError as exc:
+        raise UsageError(f"cannot write to --output-dir {args.output_dir}: {exc.strerror or exc}") from None
+
+    def finished(entry: dict[str, Any]) -> None:
+        if applier is not None:
+            applier.mark(entry)
+        progress(entry["endpoint"]["id"], entry)
+
+    try:
+        try:
+            report = api.scan(endpoints, ruleset, options, on_entry=finished, spool=spool)
+        finally:
+            progress.finish()
+        if applier is not None:
+            for warning in applier.finish(report):
+                sys.stderr.write(f"smtpaudit: warning: {warning}\n")
+        code = exit_code_for(report, args.fail_on, allow_incomplete=args.allow_incomplete)
+        _write_streamed(report, spool, args)
+        _explain_incomplete(report, args)
+    except BaseException:
+        # Interrupted or failed: the JSON Lines file in --output-dir keeps every finished endpoint.
+        spool.close()
+        raise
+    # Written out in full by now: the combined and per-endpoint reports hold the same data, so the
+    # spool goes (transcripts are kept complete, not duplicated once more).
+    spool.cleanup(remove=True)
     return code
+
+
+def _load_baseline(args: argparse.Namespace) -> Any:
+    from smtpaudit import baseline as bl
+
+    try:
+        return bl.load(args.baseline)
+    except bl.BaselineError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _stem(args: argparse.Namespace) -> str:
+    if getattr(args, "shard", None):
+        i, n = (int(x) for x in args.shard.split("/"))
+        return f"report-shard-{i}-of-{n}"  # shards of one fleet can share a directory
+    return "report"
+
+
+def _write_streamed(report: dict[str, Any], spool: Any, args: argparse.Namespace) -> None:
+    """``_write`` for a scan whose entries are in ``spool`` (report endpoints are skeletons)."""
+    from smtpaudit.fleet import write_output_dir_streamed, write_streamed
+
+    fmt = args.format or ("json" if args.output else "text")
+    if args.output_dir:
+        formats = ["json"] + ([fmt] if fmt not in ("json", "text") and args.format else [])
+        try:
+            index = write_output_dir_streamed(report, spool, args.output_dir, formats=formats, stem=_stem(args),
+                                              sarif_artifact=args.sarif_artifact)
+        except OSError as exc:
+            raise UsageError(f"cannot write to --output-dir {args.output_dir}: {exc.strerror or exc}") from None
+        if not args.quiet:
+            sys.stderr.write(f"wrote {', '.join(index['combined'])} and {len(index['endpoints'])} per-endpoint "
+                             f"report(s) under {args.output_dir}/endpoints/\n")
+        if not args.output:
+            if not args.quiet:
+                write_streamed(report, spool, "text", sys.stdout)
+            return
+    if args.output and args.output != "-":
+        out = Path(args.output)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with out.open("w", encoding="utf-8") as fh:
+                write_streamed(report, spool, fmt, fh, sarif_artifact=args.sarif_artifact)
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+        if not args.quiet:
+            write_streamed(report, spool, "text", sys.stdout)
+            sys.stdout.write(f"report written to {out}\n")
+    elif not args.quiet or args.output == "-":
+        write_streamed(report, spool, fmt, sys.stdout, sarif_artifact=args.sarif_artifact)
 
 
 def _explain_incomplete(report: dict[str, Any], args: argparse.Namespace) -> None:

@@ -9,11 +9,12 @@ once. Adding a target never moves the others between shards.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Mapping, TextIO
 
 from smtpaudit.outcomes import EndpointStatus
 from smtpaudit.report.build import refresh
@@ -24,12 +25,25 @@ class FleetError(ValueError):
     """Bad --shard or --output-dir usage, or reports that cannot be merged."""
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """``I/N`` with 1 <= I <= N."""
-    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
+# Set by Kubernetes for every pod of an Indexed Job: 0 .. completions-1.
+INDEX_VARIABLE = "JOB_COMPLETION_INDEX"
+
+
+def parse_shard(text: str, environ: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """``I/N`` with 1 <= I <= N, or ``index/N``: I is the Kubernetes Indexed Job's
+    ``JOB_COMPLETION_INDEX`` (0-based) plus one, so N pods of one Job cover the fleet once."""
+    environ = os.environ if environ is None else environ
+    m = re.fullmatch(r"\s*(\d+|index)\s*/\s*(\d+)\s*", text or "")
     if not m:
-        raise FleetError(f"--shard {text!r}: expected I/N, e.g. 2/8")
-    i, n = int(m.group(1)), int(m.group(2))
+        raise FleetError(f"--shard {text!r}: expected I/N, e.g. 2/8 (or index/N in a Kubernetes Indexed Job)")
+    if m.group(1) == "index":
+        raw = environ.get(INDEX_VARIABLE, "")
+        if not raw.strip().isdigit():
+            raise FleetError(f"--shard {text!r}: {INDEX_VARIABLE} is {'not set' if not raw else repr(raw)}; "
+                             "index/N is for the pods of a Kubernetes Indexed Job (completionMode: Indexed)")
+        i, n = int(raw) + 1, int(m.group(2))
+    else:
+        i, n = int(m.group(1)), int(m.group(2))
     if n < 1 or not 1 <= i <= n:
         raise FleetError(f"--shard {text!r}: I must be between 1 and N (N >= 1)")
     return i, n
@@ -165,3 +179,80 @@ class Progress:
         if self.enabled and self.done:
             self.stream.write("\n")
             self.stream.flush()
+
+
+# Up to this many endpoints the HTML report is the full single page (every finding and transcript,
+# built in memory); above it, an overview page streamed row by row, with one page per endpoint.
+HTML_FULL_LIMIT = 100
+
+
+def _unique_names(ids: list[str]) -> dict[str, str]:
+    names: dict[str, str] = {}
+    used: set[str] = set()
+    for eid in ids:
+        name = slug(eid)
+        if name in used:  # two ids that slug alike keep distinct files
+            name = f"{name}-{hashlib.sha256(eid.encode()).hexdigest()[:8]}"
+        used.add(name)
+        names[eid] = name
+    return names
+
+
+def write_streamed(report: dict[str, Any], spool: Any, fmt: str, out: TextIO, *, sarif_artifact: str | None = None,
+                   files: dict[str, str] | None = None, link_ext: str | None = None) -> None:
+    """Write ``report`` (endpoints = the spool's skeletons) in ``fmt`` to ``out`` with the spooled
+    entries read one at a time (report/stream.py): memory stays flat in the number of endpoints."""
+    # Renderers are imported only when used: jinja2 alone costs a CLI run ~0.08 s.
+    ids = [e["endpoint"]["id"] for e in report["endpoints"]]
+    entries = spool.ordered(ids)
+    if fmt == "json":
+        from smtpaudit.report import stream
+
+        stream.write_json(report, entries(), out)
+    elif fmt == "sarif":
+        from smtpaudit.report import sarif
+
+        artifact = sarif.Artifact.parse(sarif_artifact) if sarif_artifact else None
+        sarif.write_stream(report, entries(), out, artifact=artifact)
+    elif fmt == "html":
+        from smtpaudit.report import html
+
+        if len(ids) <= HTML_FULL_LIMIT:
+            out.write(html.render({**report, "endpoints": list(entries())}))
+        else:
+            html.write_fleet_index(report, out, files=files, link_ext=link_ext)
+    else:
+        from smtpaudit.report import text
+
+        text.render({**report, "endpoints": entries()}, out)
+
+
+def write_output_dir_streamed(report: dict[str, Any], spool: Any, directory: str | Path, *, formats: list[str],
+                              stem: str = "report", sarif_artifact: str | None = None) -> dict[str, Any]:
+    """``write_output_dir`` for a streamed scan: ``<dir>/<stem>.<ext>`` written by streaming and
+    ``<dir>/endpoints/<slug>.<ext>`` one endpoint at a time. The spool itself stays as
+    ``<dir>/<stem>.jsonl`` (one judged entry per line) when it was written there."""
+    from smtpaudit.workflows import EXTENSIONS, renderer
+
+    root = Path(directory)
+    per = root / "endpoints"
+    per.mkdir(parents=True, exist_ok=True)
+    ids = [e["endpoint"]["id"] for e in report["endpoints"]]
+    names = _unique_names(ids)
+    written: dict[str, Any] = {"combined": [], "endpoints": {}}
+    renderers = {fmt: renderer(fmt, sarif_artifact=sarif_artifact) for fmt in formats}
+    for entry in spool.ordered(ids)():
+        one = single_endpoint_report(report, entry)
+        files = []
+        for fmt, render in renderers.items():
+            path = per / f"{names[entry['endpoint']['id']]}.{EXTENSIONS[fmt]}"
+            path.write_text(render(one), encoding="utf-8")
+            files.append(str(path))
+        written["endpoints"][entry["endpoint"]["id"]] = files
+    link = "html" if "html" in formats else "json"
+    for fmt in formats:
+        path = root / f"{stem}.{EXTENSIONS[fmt]}"
+        with path.open("w", encoding="utf-8") as fh:
+            write_streamed(report, spool, fmt, fh, sarif_artifact=sarif_artifact, files=names, link_ext=link)
+        written["combined"].append(str(path))
+    return written

@@ -164,10 +164,13 @@ async def run_endpoints(
     *,
     on_entry: Callable[[dict[str, Any]], Awaitable[None] | None] | None = None,
     on_probe: Callable[[str, str], None] | None = None,
+    keep: bool = True,
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Scan every endpoint (domains expanded to their MX endpoints first); entries in input order.
 
-    Returns the entries and the peak number of sockets that were open at once per host.
+    Returns the entries and the peak number of sockets that were open at once per host. With
+    ``keep=False`` the entries are only handed to ``on_entry`` (which streams them to disk) and
+    the list comes back empty: memory then does not grow with the number of endpoints.
     """
     unresolved: dict[str, str] = {}
     endpoints = await expand_domains(endpoints, settings.probe_options, unresolved)
@@ -177,7 +180,7 @@ async def run_endpoints(
     host_locks: dict[str, asyncio.Semaphore] = {}
     conn_slots: dict[str, HostSlots] = {}
 
-    async def one(ep: Endpoint) -> dict[str, Any]:
+    async def one(ep: Endpoint) -> dict[str, Any] | None:
         key = ep.connect_host
         host_sem = host_locks.setdefault(key, asyncio.Semaphore(max(1, settings.per_host)))
         slots = conn_slots.setdefault(key, HostSlots(settings.per_host))
@@ -191,8 +194,8 @@ async def run_endpoints(
             maybe = on_entry(entry)
             if asyncio.iscoroutine(maybe):
                 await maybe
-        return entry
+        return entry if keep else None
 
-    entries = list(await asyncio.gather(*(one(ep) for ep in endpoints)))
+    entries = [e for e in await asyncio.gather(*(one(ep) for ep in endpoints)) if e is not None]
     return entries, {host: s.peak for host, s in conn_slots.items()}
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from smtpaudit import tomlcache
 from smtpaudit.engine.conditions import ConditionError, validate
 from smtpaudit.engine.severity import CONFIDENCES, SEVERITIES, GRADES, severity_for_score
 
@@ -237,7 +238,7 @@ def load_directory(directory: Path, known_facts: Mapping[str, str], *, origin: s
             continue
         family = rel.parts[0] if len(rel.parts) > 1 else "general"
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = tomlcache.load(path)
         except tomllib.TOMLDecodeError as exc:
             errors.append(RuleError(path, "", f"not valid TOML: {exc}"))
             continue

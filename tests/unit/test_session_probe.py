@@ -68,7 +68,8 @@ def test_weak_server_plaintext_auth_is_observed_and_redacted():
     assert f["smtp.auth.mechanisms_before_tls"] == ["PLAIN", "LOGIN"]
     assert f["smtp.auth.plaintext_probe"] == "credentials_checked" and f["smtp.auth.plaintext_probe_code"] == 535
     assert (f["software.product"], f["software.version"], f["software.version_source"]) == ("exim", "4.92.3", "banner")
-    assert any(ln.text == "AUTH PLAIN [redacted invalid test credential]" for ln in result.transcript)
+    # No credential at all is sent, not even an invalid one.
+    assert any(ln.text == "AUTH PLAIN" for ln in result.transcript)
     assert_catalogued(result)
 
 
@@ -121,7 +122,25 @@ def test_vrfy_probe_records_codes():
     assert_catalogued(result)
 
 
-@pytest.mark.parametrize("code, name", [(535, "credentials_checked"), (538, "encryption_required"), (530, "encryption_required"),
+@pytest.mark.parametrize("code, name", [(334, "credentials_requested"), (535, "credentials_checked"), (538, "encryption_required"), (530, "encryption_required"),
                                         (503, "not_supported"), (235, "accepted_invalid_credential"), (421, "other")])
 def test_auth_reply_classification(code, name):
     assert classify_auth_reply(code) == name
+
+
+def test_plaintext_auth_challenge_is_cancelled_without_sending_a_credential():
+    """A 334 to AUTH PLAIN before TLS is the server asking for a password in clear: cancelled with "*"."""
+    def respond(line: str) -> bytes | None:
+        if line.upper().startswith("AUTH"):
+            return b"334 \r\n"
+        if line == "*":
+            return b"501 5.7.0 Authentication aborted\r\n"
+        return simple_responder(ehlo=["weak.example.test", "AUTH PLAIN LOGIN"])(line)
+
+    server = FakeSmtpServer(script=[Send(b"220 weak.example.test ESMTP\r\n")], responder=respond)
+    result = run_probe(SessionProbe(), server)
+    f = result.facts
+    assert f["smtp.auth.plaintext_probe"] == "credentials_requested" and f["smtp.auth.plaintext_probe_code"] == 334
+    sent = [ln.text for ln in result.transcript if ln.direction == "C"]
+    i = sent.index("AUTH PLAIN")
+    assert sent[i + 1] == "*"  # the very next line cancels: no credential, valid or not, ever goes out
