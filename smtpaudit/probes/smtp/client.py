@@ -35,6 +35,9 @@ from smtpaudit.targets import Endpoint, Mode
 _REPLY_LINE = re.compile(rb"^([2-5][0-9][0-9])([ -]?)(.*)$", re.DOTALL)
 _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\b")
 REDACTED = "[redacted]"
+# A 421 greeting from a busy server: reconnect this many times, waiting BUSY_DELAY s, then twice that.
+BUSY_RETRIES = 2
+BUSY_DELAY = 1.0
 
 
 @dataclass
@@ -133,6 +136,7 @@ class SmtpClient:
         self.tls_version: str | None = None
         self.tls_cipher: str | None = None
         self.closed = False
+        self.busy_retries = 0  # connections that got a 421 greeting before this one (open_greeted)
 
     @classmethod
     async def open(
@@ -253,6 +257,31 @@ class SmtpClient:
                 raise ReplyTooLarge(f"{self.endpoint.id}: reply longer than {self.limits.max_reply_lines} lines")
             if m.group(2) != b"-":
                 return Reply(code, lines)
+
+    @classmethod
+    async def open_greeted(
+        cls, endpoint: Endpoint, ctx: ProbeContext, transcript: Transcript, *, conn: int = 0, **kwargs: object
+    ) -> tuple["SmtpClient", Reply]:
+        """``open`` + ``read_greeting``, with a fresh connection after a 421 greeting (up to
+        BUSY_RETRIES times, waiting 1 s, then 2 s). A busy server says 421 at the greeting when it
+        still counts our previous, already closed connections (Exim's ``smtp_accept_max``, 20 by
+        default, counts children it has not reaped yet; Postfix's anvil limits): a moment later it
+        answers again. A server that keeps saying 421 gets the last 421 back, as before."""
+        attempt = 0
+        while True:
+            client = await cls.open(endpoint, ctx, transcript, conn=conn, **kwargs)  # type: ignore[arg-type]
+            try:
+                greeting = await client.read_greeting()
+            except BaseException:
+                await client.close()
+                raise
+            if greeting.code != 421 or attempt >= BUSY_RETRIES:
+                client.busy_retries = attempt
+                return client, greeting
+            attempt += 1
+            await client.close()
+            transcript.add("*", f"greeting 421 (server busy): new connection in {BUSY_DELAY * attempt:g}s", conn)
+            await asyncio.sleep(BUSY_DELAY * attempt)
 
     async def read_greeting(self) -> Reply:
         """Wait (up to the greeting timeout) for the banner; we never speak first."""

@@ -44,8 +44,9 @@ class StarttlsInjectionProbe:
         try:
             try:
                 result.connections += 1
-                client = await SmtpClient.open(endpoint, ctx, transcript, conn=1)
-                await self._observe(client, f)
+                client, greeting = await SmtpClient.open_greeted(endpoint, ctx, transcript, conn=1)
+                result.connections += client.busy_retries
+                await self._observe(client, greeting, f)
             finally:
                 if client is not None:
                     await client.close()
@@ -56,8 +57,7 @@ class StarttlsInjectionProbe:
             result.duration = time.monotonic() - started
         return result
 
-    async def _observe(self, client: SmtpClient, f: dict[str, Any]) -> None:
-        greeting = await client.read_greeting()
+    async def _observe(self, client: SmtpClient, greeting: Reply, f: dict[str, Any]) -> None:
         if greeting.code != 220:
             raise ProbeError(f"greeting {greeting.code}", reason="service_unavailable")
         ehlo = await client.ehlo()
