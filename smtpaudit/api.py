@@ -25,7 +25,7 @@ from smtpaudit.engine.policy import DEFAULT_POLICY, Policy, apply_policy, find_p
 from smtpaudit.engine.rules import Rule, Selection, load_rules
 from smtpaudit.engine.scoring import FORMULA
 from smtpaudit.paths import builtin_rules_dir
-from smtpaudit.probes.base import Limits, Timeouts
+from smtpaudit.probes.base import ProbeSettings, Timeouts
 from smtpaudit.report.build import build_report, refresh, ruleset_digest
 from smtpaudit.targets import Endpoint, parse_target
 from smtpaudit.timeutil import now_iso
@@ -50,17 +50,10 @@ class RuleSet:
 
 
 @dataclass(frozen=True)
-class ScanOptions:
-    """Everything a scan needs besides targets and rules. Defaults are the CLI's defaults."""
+class ScanOptions(ProbeSettings):
+    """Everything a scan needs besides targets and rules: the probe settings plus the gate. Defaults
+    are the CLI's defaults."""
 
-    ehlo_name: str = "smtpaudit.example.net"
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    limits: Limits = field(default_factory=Limits)
-    intrusive: bool = False
-    concurrency: int = 16
-    per_host: int = 2
-    probe_options: Mapping[str, Any] = field(default_factory=dict)
-    secrets: tuple[str, ...] = ()
     fail_on: str | None = "high"
     allow_incomplete: bool = False
     argv: tuple[str, ...] = ()
@@ -163,7 +156,7 @@ async def scan_async(
     ``report.stream.write_json`` / ``sarif.write_stream``. Memory then stays flat in fleet size.
     """
     # Imported here so the offline commands (report, evaluate, diff, baseline) never load the network side.
-    from smtpaudit.scan import ProbeSettings, run_endpoints
+    from smtpaudit.scan import run_endpoints
 
     endpoints = [t if isinstance(t, Endpoint) else parse_target(t) for t in targets]
     skipped: list[dict[str, str]] = []
@@ -172,11 +165,6 @@ async def scan_async(
         if not ruleset.rules:
             raise UsageError("every selected rule needs an intrusive probe: add --intrusive")
     probe_names = plan(ruleset)
-    settings = ProbeSettings(
-        ehlo_name=options.ehlo_name, timeouts=options.timeouts, limits=options.limits, intrusive=options.intrusive,
-        concurrency=options.concurrency, per_host=options.per_host, probe_options=dict(options.probe_options),
-        secrets=options.secrets,
-    )
     fact_probe = ruleset.fact_probe
 
     def judged(entry: dict[str, Any]) -> Any:
@@ -188,7 +176,7 @@ async def scan_async(
         return out
 
     started, t0 = now_iso(), time.monotonic()
-    entries, peaks = await run_endpoints(endpoints, probe_names, settings, ruleset.catalog, on_entry=judged, on_probe=on_probe,
+    entries, peaks = await run_endpoints(endpoints, probe_names, options, ruleset.catalog, on_entry=judged, on_probe=on_probe,
                                          keep=spool is None)
     if spool is not None:
         spool.close()

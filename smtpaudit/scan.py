@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from smtpaudit.catalog import Catalog
 from smtpaudit.outcomes import ProbeStatus, Reason
-from smtpaudit.probes.base import Limits, ProbeContext, ProbeResult, StallBudget, Timeouts
+from smtpaudit.probes.base import ProbeContext, ProbeResult, ProbeSettings, StallBudget
 from smtpaudit.probes.dns.expand import expand_domains
 from smtpaudit.probes.net import HostSlots
 from smtpaudit.probes.registry import DOMAIN_PROBES, PROBES
@@ -28,20 +27,6 @@ SESSION_PROBE = "smtp.session"
 # Waiting on a dripping or silent server, summed over an endpoint's connections, is bounded by this
 # many command timeouts (base.StallBudget); the endpoint deadline is only the last resort.
 STALL_COMMANDS = 3
-
-
-@dataclass
-class ProbeSettings:
-    """What the probes of every endpoint share: timing, caps, permissions and per-probe options."""
-
-    ehlo_name: str = "smtpaudit.example.net"
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    limits: Limits = field(default_factory=Limits)
-    intrusive: bool = False
-    concurrency: int = 16
-    per_host: int = 2
-    probe_options: dict[str, Any] = field(default_factory=dict)
-    secrets: tuple[str, ...] = ()
 
 
 def endpoint_facts(endpoint: Endpoint) -> dict[str, Any]:

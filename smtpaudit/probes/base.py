@@ -64,6 +64,20 @@ class StallBudget:
             self.remaining -= waited - self.grace
 
 
+@dataclass(frozen=True)
+class ProbeSettings:
+    """What the probes of every endpoint of a scan share: timing, caps, permissions, per-probe options."""
+
+    ehlo_name: str = "smtpaudit.example.net"
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    limits: Limits = field(default_factory=Limits)
+    intrusive: bool = False
+    concurrency: int = 16
+    per_host: int = 2
+    probe_options: Mapping[str, Any] = field(default_factory=dict)
+    secrets: tuple[str, ...] = ()
+
+
 @dataclass
 class ProbeContext:
     """Everything a probe may use besides the endpoint. Shared by all probes of one endpoint."""

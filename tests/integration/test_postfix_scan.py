@@ -32,7 +32,7 @@ def scan(target: str, tmp_path, *extra: str) -> tuple[int, dict, float]:
 def test_insecure_postfix_findings(postfix_insecure, tmp_path):
     code, report, elapsed = scan(f"{postfix_insecure.host}:{postfix_insecure.ports['smtp']}", tmp_path)
     entry = report["endpoints"][0]
-    assert entry["status"] == "complete", entry["probes"]
+    assert entry["status"] == "complete", entry["status_reasons"]
     ids = {f["rule_id"] for f in entry["findings"]}
     assert {"auth-before-starttls", "plaintext-auth-accepted", "vrfy-discloses-users", "software-version-disclosed"} <= ids, ids
     assert entry["facts"]["software.product"] == "postfix" and entry["facts"]["software.version"]
@@ -44,7 +44,7 @@ def test_insecure_postfix_findings(postfix_insecure, tmp_path):
 def test_hardened_postfix_has_none_of_them(postfix_hardened, tmp_path):
     code, report, _ = scan(f"{postfix_hardened.host}:{postfix_hardened.ports['smtp']}", tmp_path)
     entry = report["endpoints"][0]
-    assert entry["status"] == "complete", entry["probes"]
+    assert entry["status"] == "complete", entry["status_reasons"]
     assert entry["findings"] == [], entry["findings"]
     assert entry["not_evaluated"] == []
     f = entry["facts"]

@@ -115,7 +115,9 @@ class AuthThrottleProbe:
                 len(latencies) >= 2 and all(lat >= SLOW for lat in latencies[-2:]))
         reacted = bool(f["smtp.auth_throttle.disconnect_after"] or f["smtp.auth_throttle.refused_after"]
                        or f["smtp.auth_throttle.slowdown"] or f["smtp.auth_throttle.reconnect_refused"])
-        f["smtp.auth_throttle.unthrottled"] = None if attempts < cap and not reacted else not reacted
+        if not (attempts < cap and not reacted):
+            # Fewer attempts than planned and no reaction seen: inconclusive, so absent (not "throttled").
+            f["smtp.auth_throttle.unthrottled"] = not reacted
         user, password = ctx.options.get("auth_user"), ctx.options.get("auth_password")
         if user and password and attempts:
             try:

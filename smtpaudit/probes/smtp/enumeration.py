@@ -53,18 +53,18 @@ class EnumerationProbe(BehaviourProbe):
             f["smtp.enumeration.mail_code"] = mail.code
             if not mail.positive:
                 f["smtp.enumeration.inconclusive_reason"] = f"MAIL FROM:<> refused ({mail.code})"
-                f["smtp.enumeration.rcpt_differential"] = None
+                # Inconclusive: the verdict fact stays absent, so the rule is not evaluated (never passed).
                 return
             bare = await s.client.command("RCPT TO:<Postmaster>")
             f["smtp.enumeration.postmaster_bare_code"] = bare.code
             f["smtp.enumeration.postmaster_bare_text"] = short(bare)
             if bare.code == 421:
                 f["smtp.enumeration.inconclusive_reason"] = "421 after RCPT TO:<Postmaster>"
-                f["smtp.enumeration.rcpt_differential"] = None
+                # Inconclusive: the verdict fact stays absent, so the rule is not evaluated (never passed).
                 return
             if domain is None:
                 f["smtp.enumeration.inconclusive_reason"] = "the server announced no domain name to test"
-                f["smtp.enumeration.rcpt_differential"] = None
+                # Inconclusive: the verdict fact stays absent, so the rule is not evaluated (never passed).
                 return
             codes: list[int | None] = []
             for key, local in (("postmaster", "postmaster"), ("random", random_local_part()), ("random2", random_local_part())):
@@ -77,7 +77,8 @@ class EnumerationProbe(BehaviourProbe):
                     break
             codes += [None] * (3 - len(codes))
             differs, why = differential(codes[0], codes[1:])
-            f["smtp.enumeration.rcpt_differential"] = differs
+            if differs is not None:  # None: replies that cannot be trusted -> absent, not a pass
+                f["smtp.enumeration.rcpt_differential"] = differs
             f["smtp.enumeration.inconclusive_reason"] = why
             if codes[-1] != 421:
                 await s.client.command("RSET")

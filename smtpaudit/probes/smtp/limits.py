@@ -50,27 +50,17 @@ class LimitsProbe(BehaviourProbe):
 
     async def _observe(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any], result: ProbeResult, transcript: Transcript) -> None:
         f = result.facts
-        if getattr(ctx.host_slots, "limit", 2) < 2:
-            # One socket only (--per-host 1): holding the idle connection would block every other
-            # test of this probe, so the idle watch waits until they are done.
-            try:
-                await self._recipients(endpoint, ctx, prior, result, transcript)
-                await self._errors(endpoint, ctx, result, transcript)
-                await self._early_talker(endpoint, ctx, result, transcript)
-            finally:
-                watch = float(ctx.options.get("idle_watch", 0.0))
-                idle = await _finish_idle(asyncio.create_task(self._idle(endpoint, ctx, transcript, result)), watch)
-                f["smtp.limits.idle_timeout"] = idle[0]
-                f["smtp.limits.idle_watched"] = round(idle[1], 1)
-            return
-        idle_task = asyncio.create_task(self._idle(endpoint, ctx, transcript, result))
+        # With one socket only (--per-host 1), holding the idle connection would block every other
+        # test of this probe, so the idle watch then waits until they are done.
+        concurrent_idle = getattr(ctx.host_slots, "limit", 2) >= 2
+        idle_task = asyncio.create_task(self._idle(endpoint, ctx, transcript, result)) if concurrent_idle else None
         try:
             await self._recipients(endpoint, ctx, prior, result, transcript)
             await self._errors(endpoint, ctx, result, transcript)
             await self._early_talker(endpoint, ctx, result, transcript)
         finally:
             watch = float(ctx.options.get("idle_watch", 0.0))
-            idle = await _finish_idle(idle_task, watch)
+            idle = await _finish_idle(idle_task or asyncio.create_task(self._idle(endpoint, ctx, transcript, result)), watch)
             f["smtp.limits.idle_timeout"] = idle[0]
             f["smtp.limits.idle_watched"] = round(idle[1], 1)
 
@@ -160,8 +150,10 @@ class LimitsProbe(BehaviourProbe):
                                    s.client.conn)
                     await s.client.quit(wait=False)  # its 221 would be delayed too
                     return
-            # Cut short by the time budget: inconclusive (null), neither limited nor unlimited.
-            f["smtp.limits.errors_unlimited"] = True if f["smtp.limits.errors_sent"] >= cap else None
+            # Cut short by the time budget: inconclusive, neither limited nor unlimited: the verdict
+            # fact stays absent so its rule is not evaluated (a null would read as "limited").
+            if f["smtp.limits.errors_sent"] >= cap:
+                f["smtp.limits.errors_unlimited"] = True
 
     # ------------------------------------------------------------------ early talker
     async def _early_talker(self, endpoint: Endpoint, ctx: ProbeContext, result: ProbeResult, transcript: Transcript) -> None:

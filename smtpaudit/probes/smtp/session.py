@@ -157,8 +157,10 @@ class SessionProbe:
                 await client.close()
             except ReplyTimeout:
                 # Servers that slow down failed logins (Dovecot's auth penalty grows per client IP)
-                # may not answer within the command timeout: unknown, and the session is unusable.
-                f["smtp.auth.plaintext_probe"] = "no_reply"
+                # may not answer within the command timeout (aiosmtpd never answers a wrong one):
+                # unknown, so the verdict fact stays absent and plaintext-auth-accepted is not
+                # evaluated; what happened is kept beside it.
+                f["smtp.auth.plaintext_probe_inconclusive"] = "no_reply"
                 f["smtp.auth.plaintext_probe_code"] = None
                 await client.close()
             else:

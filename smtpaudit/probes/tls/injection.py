@@ -80,11 +80,11 @@ class StarttlsInjectionProbe:
         await client.upgrade_tls()
         try:
             replies = await self._marker_replies(client)
-        except ProbeError as exc:
-            # No answer to our own command inside TLS: nothing shows either way (fail closed).
-            f["tls.starttls_injection.vulnerable"] = None
-            f["tls.starttls_injection.evidence"] = f"no reply to NOOP inside TLS ({exc.message})"
-            return
+        except ProbeError:
+            # No answer to our own command inside TLS: nothing was observed either way (the probe
+            # errs, its verdict stays absent) rather than "not vulnerable".
+            f.pop("tls.starttls_injection.vulnerable", None)
+            raise
         if len(replies) >= 2:
             first = replies[0]
             f["tls.starttls_injection.vulnerable"] = True
