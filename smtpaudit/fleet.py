@@ -230,8 +230,11 @@ def write_streamed(report: dict[str, Any], spool: Any, fmt: str, out: TextIO, *,
 def write_output_dir_streamed(report: dict[str, Any], spool: Any, directory: str | Path, *, formats: list[str],
                               stem: str = "report", sarif_artifact: str | None = None) -> dict[str, Any]:
     """``write_output_dir`` for a streamed scan: ``<dir>/<stem>.<ext>`` written by streaming and
-    ``<dir>/endpoints/<slug>.<ext>`` one endpoint at a time. The spool itself stays as
-    ``<dir>/<stem>.jsonl`` (one judged entry per line) when it was written there."""
+    ``<dir>/endpoints/<slug>.<ext>`` one endpoint at a time, in one pass over the spool. Each
+    entry is encoded as JSON once, for both the combined report and its own file."""
+    import json
+
+    from smtpaudit.report import stream
     from smtpaudit.workflows import EXTENSIONS, renderer
 
     root = Path(directory)
@@ -240,17 +243,33 @@ def write_output_dir_streamed(report: dict[str, Any], spool: Any, directory: str
     ids = [e["endpoint"]["id"] for e in report["endpoints"]]
     names = _unique_names(ids)
     written: dict[str, Any] = {"combined": [], "endpoints": {}}
-    renderers = {fmt: renderer(fmt, sarif_artifact=sarif_artifact) for fmt in formats}
-    for entry in spool.ordered(ids)():
-        one = single_endpoint_report(report, entry)
-        files = []
-        for fmt, render in renderers.items():
-            path = per / f"{names[entry['endpoint']['id']]}.{EXTENSIONS[fmt]}"
-            path.write_text(render(one), encoding="utf-8")
+    others = {fmt: renderer(fmt, sarif_artifact=sarif_artifact) for fmt in formats if fmt != "json"}
+    ruleset_text = json.dumps(report.get("ruleset"), indent=2, ensure_ascii=False)
+
+    def entries_as_text() -> Any:
+        for entry in spool.ordered(ids)():
+            eid = entry["endpoint"]["id"]
+            text = stream.entry_text(entry)
+            one = single_endpoint_report(report, entry)
+            files = []
+            path = per / f"{names[eid]}.json"
+            path.write_text(stream.dumps_single(one, text, ruleset_text), encoding="utf-8")
             files.append(str(path))
-        written["endpoints"][entry["endpoint"]["id"]] = files
+            for fmt, render in others.items():
+                path = per / f"{names[eid]}.{EXTENSIONS[fmt]}"
+                path.write_text(render(one), encoding="utf-8")
+                files.append(str(path))
+            written["endpoints"][eid] = files
+            yield text
+
+    combined = root / f"{stem}.json"
+    head = dict(report)
+    head["endpoints"] = [stream.MARKER]
+    with combined.open("w", encoding="utf-8") as fh:
+        stream.splice(json.dumps(head, indent=2, ensure_ascii=False) + "\n", entries_as_text(), fh, dump=lambda t: t)
+    written["combined"].append(str(combined))
     link = "html" if "html" in formats else "json"
-    for fmt in formats:
+    for fmt in others:
         path = root / f"{stem}.{EXTENSIONS[fmt]}"
         with path.open("w", encoding="utf-8") as fh:
             write_streamed(report, spool, fmt, fh, sarif_artifact=sarif_artifact, files=names, link_ext=link)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TextIO
 
 MARKER = "@@smtpaudit-stream-marker@@"
+RULESET_MARKER = "@@smtpaudit-ruleset-marker@@"
 # Finding fields a skeleton keeps: what summary, gate and SARIF rule descriptors read.
 _FINDING_KEYS = ("rule_id", "severity", "score", "title", "confidence", "family", "gate")
 _ENTRY_KEYS = ("endpoint", "status", "status_reasons", "error", "score", "started")
@@ -151,3 +152,28 @@ def write_json(report: dict[str, Any], entries: Iterable[dict[str, Any]], out: T
     head["endpoints"] = [MARKER]
     document = json.dumps(head, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
     splice(document, entries, out)
+
+
+def entry_text(entry: dict[str, Any]) -> str:
+    """One entry as ``model.dumps`` lays it out (indent 2), before the indentation of its place.
+
+    Encoded once per endpoint and reused for the combined report and the endpoint's own file:
+    indented JSON goes through Python's pure-Python encoder, the bulk of a fleet's CPU time."""
+    return json.dumps(entry, indent=2, ensure_ascii=False)
+
+
+def dumps_single(report: dict[str, Any], text: str, ruleset_text: str) -> str:
+    """``model.dumps(report)`` for a one-endpoint report whose entry is already encoded (``text``,
+    from ``entry_text``) and whose rule-set section is shared by every endpoint (``ruleset_text``:
+    ``json.dumps(report["ruleset"], indent=2)``, encoded once for the whole fleet)."""
+    head = dict(report)
+    head["ruleset"] = RULESET_MARKER
+    head["endpoints"] = [MARKER]
+    document = json.dumps(head, indent=2, ensure_ascii=False) + "\n"
+    # Positions are taken in the head alone, before any server text is put in.
+    r_at = document.index(json.dumps(RULESET_MARKER))
+    e_at = document.index(json.dumps(MARKER))
+    e_line = document.rindex("\n", 0, e_at) + 1
+    e_indent = document[e_line:e_at]
+    return (document[:r_at] + ruleset_text.replace("\n", "\n  ") + document[r_at + len(json.dumps(RULESET_MARKER)):e_at]
+            + text.replace("\n", "\n" + e_indent) + document[e_at + len(json.dumps(MARKER)):])

@@ -106,3 +106,13 @@ def test_kubernetes_job_completion_index_selects_the_shard(tmp_path: Path, monke
     run_cli("scan", "-f", "fleet.txt", "--shard", "index/3", "--output-dir", "out", "-q", "--connect-timeout", "2")
     got = [e["endpoint"]["id"] for e in json.loads((tmp_path / "out" / "report-shard-2-of-3.json").read_text())["endpoints"]]
     assert got == [ep.id for ep in select_shard([parse_target(t) for t in targets], 2, 3)]
+
+
+def test_single_endpoint_files_from_the_shared_encoding_are_byte_identical() -> None:
+    import json as _json
+
+    report = model.load(SAMPLE)
+    ruleset_text = _json.dumps(report["ruleset"], indent=2, ensure_ascii=False)
+    for entry in report["endpoints"]:
+        one = fleet.single_endpoint_report(report, entry)
+        assert stream.dumps_single(one, stream.entry_text(entry), ruleset_text) == model.dumps(one)
