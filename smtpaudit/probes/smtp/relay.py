@@ -4,15 +4,15 @@ Each attempt is ``RSET``, ``MAIL FROM``, and (only when MAIL was accepted) ``RCP
 is the RCPT reply. DATA is never sent, so nothing is ever delivered. External recipients use a
 reserved domain (``relaytest.invalid`` unless ``--relay-domain`` says otherwise).
 
-To stay below error tarpits (Postfix slows every error reply down by 1 s after
+To stay below error tarpits (Postfix delays every reply by 1 s once a session has made
 ``smtpd_soft_error_limit`` errors: 10 by default, 5 in hardened setups) the attempts are spread
-over connections by an ``ErrorPacer`` (pacing.py): at most 5 errors per connection, fewer once a
+over connections by an ``ErrorPacer`` (pacing.py): at most 4 errors per connection, fewer once a
 delayed reply showed where the server's limit is, and no reconnecting for a server that is slow
 from its first error. A sender the server refused once (Exim refuses address literals) is not sent
-again; a server that hangs up (Exim, after 3 syntax errors) gets a new connection, at most 5 times. The control (a random local part at the server's own name: a
-server that accepts it checks no recipients at RCPT time, so an accepted relay attempt might only
-be a later bounce) runs last. A third connection repeats the plain variant
-after STARTTLS when the server offers it. A 530 ends the probe (authentication is required, as
+again; a server that hangs up (Exim, after 3 syntax errors) gets a new connection, at most 5
+times. The control (a random local part at the server's own name: a server that accepts it checks
+no recipients at RCPT time, so an accepted relay attempt might only be a later bounce) runs last.
+One more connection repeats the plain variant after STARTTLS when the server offers it. A 530 ends the probe (authentication is required, as
 nmap concludes); a 421 ends it too (the server wants us gone).
 """
 
