@@ -456,14 +456,28 @@ def _load_reports(paths: Sequence[str]) -> dict[str, Any]:
 
 
 def run_report_command(args: argparse.Namespace) -> int:
-    report = _load_reports(args.reports)
-    _apply_baseline(report, args)
-    args.output_dir = None
-    code = EXIT_OK
-    if args.fail_on or args.baseline or args.allow_incomplete or len(args.reports) > 1:
-        # Only then does the gate change; a plain re-render is lossless.
-        code = exit_code_for(report, args.fail_on, allow_incomplete=args.allow_incomplete)
-    _write(report, args)
+    # Streamed (report/stream.py): shard reports of a large fleet are merged and rendered one
+    # endpoint at a time, never all in memory.
+    from smtpaudit import baseline as bl
+    from smtpaudit.fleet import FleetError, merge_streamed
+
+    applier = bl.Applier(_load_baseline(args)) if getattr(args, "baseline", None) else None
+    try:
+        report, spool = merge_streamed(args.reports, mark=applier.mark if applier is not None else None)
+    except FleetError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        if applier is not None:
+            for warning in applier.finish(report):
+                sys.stderr.write(f"smtpaudit: warning: {warning}\n")
+        args.output_dir = None
+        code = EXIT_OK
+        if args.fail_on or args.baseline or args.allow_incomplete or len(args.reports) > 1:
+            # Only then does the gate change; a plain re-render is lossless.
+            code = exit_code_for(report, args.fail_on, allow_incomplete=args.allow_incomplete)
+        _write_streamed(report, spool, args)
+    finally:
+        spool.cleanup()
     return code if args.fail_on else EXIT_OK
 
 

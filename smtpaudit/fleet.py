@@ -275,3 +275,64 @@ def write_output_dir_streamed(report: dict[str, Any], spool: Any, directory: str
             write_streamed(report, spool, fmt, fh, sarif_artifact=sarif_artifact, files=names, link_ext=link)
         written["combined"].append(str(path))
     return written
+
+
+def merge_streamed(paths: list[str], *, mark: Callable[[dict[str, Any]], None] | None = None) -> tuple[dict[str, Any], Any]:
+    """``merge_reports`` without loading the reports: entries go through a spool one at a time
+    (``mark`` sees each, e.g. a baseline), the merged report holds skeletons (report/stream.py).
+    Returns (report, spool); the caller writes with ``write_streamed`` and cleans the spool up."""
+    from smtpaudit.report import model, stream
+
+    spool = stream.EntrySpool()
+    heads: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    order: list[str] = []
+    try:
+        for path in paths:
+            try:
+                head, entries = stream.read_report(path)
+                if not isinstance(head, dict) or not isinstance(head.get("tool"), dict) or head["tool"].get("name") != "smtpaudit":
+                    raise model.ReportError(f"{path}: not an smtpaudit report")
+                if head.get("schema_version") not in model.SUPPORTED_SCHEMA_VERSIONS:
+                    raise model.ReportError(f"{path}: report schema_version {head.get('schema_version')!r} is not supported "
+                                            f"(supported: {', '.join(model.SUPPORTED_SCHEMA_VERSIONS)})")
+                for entry in entries:
+                    eid = entry["endpoint"]["id"]
+                    if eid in seen:
+                        continue
+                    seen.add(eid)
+                    order.append(eid)
+                    if mark is not None:
+                        mark(entry)
+                    spool.add(entry)
+            except model.ReportError:
+                raise
+            except OSError as exc:
+                raise model.ReportError(f"cannot read report {str(path)!r}: {exc.strerror or exc}") from None
+            except (ValueError, KeyError, TypeError) as exc:
+                raise model.ReportError(f"{path}: not a JSON report ({exc})") from None
+            heads.append(head)
+    except BaseException:
+        spool.cleanup()
+        raise
+    spool.close()
+    digests = {h["ruleset"]["digest"] for h in heads}
+    if len(digests) > 1:
+        spool.cleanup()
+        raise FleetError(f"cannot merge reports made with different rule sets ({', '.join(sorted(digests))}); re-judge them with `smtpaudit evaluate` first")
+    merged = dict(heads[0])
+    by_id = {sk["endpoint"]["id"]: sk for sk in spool.skeletons}
+    merged["endpoints"] = [by_id[eid] for eid in order]
+    if len(heads) > 1:
+        merged["started"] = min(h["started"] for h in heads)
+        merged["finished"] = max(h["finished"] for h in heads)
+        merged["duration"] = round(sum(h.get("duration", 0) for h in heads), 3)
+        merged["probes"] = {k: v for h in heads for k, v in h.get("probes", {}).items()}
+        groups: dict[str, list[str]] = {}
+        for h in heads:
+            for d, ids in (h.get("domains") or {}).items():
+                groups.setdefault(d, []).extend(i for i in ids if i not in groups.get(d, []))
+        merged["domains"] = groups
+    fail_on = (heads[0].get("gate") or {}).get("fail_on", heads[0].get("invocation", {}).get("options", {}).get("fail_on"))
+    refresh(merged, fail_on)
+    return merged, spool

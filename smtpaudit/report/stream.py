@@ -177,3 +177,83 @@ def dumps_single(report: dict[str, Any], text: str, ruleset_text: str) -> str:
     e_indent = document[e_line:e_at]
     return (document[:r_at] + ruleset_text.replace("\n", "\n  ") + document[r_at + len(json.dumps(RULESET_MARKER)):e_at]
             + text.replace("\n", "\n" + e_indent) + document[e_at + len(json.dumps(MARKER)):])
+
+
+_ENDPOINTS_KEY = '\n  "endpoints": ['
+_CHUNK = 1 << 20
+
+
+def read_report(path: str | Path) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
+    """A saved report as (everything but its endpoints, its endpoints one at a time).
+
+    Reports smtpaudit writes (``model.dumps`` layout: the top-level ``"endpoints"`` key at the start
+    of a line, indented by two spaces, which no JSON string can contain) are read incrementally, one
+    entry in memory at a time. Anything else is loaded whole. Raises OSError / ValueError.
+    """
+    p = Path(path)
+    with p.open(encoding="utf-8", newline="") as fh:
+        head_text = ""
+        while _ENDPOINTS_KEY not in head_text:
+            chunk = fh.read(_CHUNK)
+            if not chunk:
+                break
+            head_text += chunk
+    at = head_text.find(_ENDPOINTS_KEY)
+    if at < 0:
+        data = json.loads(p.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        listed = data.pop("endpoints", None)
+
+        def loaded() -> Iterator[dict[str, Any]]:
+            if not isinstance(listed, list):
+                raise ValueError("report has no endpoints list")
+            yield from listed
+
+        return data, loaded()
+    head_part = head_text[:at]
+    start = len(head_part.encode("utf-8")) + len(_ENDPOINTS_KEY.encode("utf-8"))
+    tail: list[str] = []
+
+    def entries() -> Iterator[dict[str, Any]]:
+        decoder = json.JSONDecoder()
+        with p.open("rb") as raw:
+            raw.seek(start)
+            buf = ""
+            eof = False
+            while True:
+                stripped = buf.lstrip(" \t\r\n,")
+                if not stripped and not eof:
+                    more = raw.read(_CHUNK)
+                    eof = not more
+                    buf = stripped + more.decode("utf-8", errors="strict") if more else stripped
+                    continue
+                buf = stripped
+                if buf.startswith("]"):
+                    tail.append(buf[1:] + raw.read().decode("utf-8"))
+                    return
+                if not buf:
+                    raise ValueError("report ends inside the endpoints list")
+                try:
+                    entry, end = decoder.raw_decode(buf)
+                except json.JSONDecodeError:
+                    more = raw.read(_CHUNK) if not eof else b""
+                    if not more:
+                        raise
+                    buf += more.decode("utf-8", errors="strict")
+                    continue
+                buf = buf[end:]
+                yield entry
+
+    # The head alone is not JSON: close it with an empty endpoints list and whatever follows the
+    # list, which is only known once the entries are read; until then, parse what precedes it.
+    head = json.loads(head_part + '\n  "endpoints": []\n}')
+    head.pop("endpoints", None)
+
+    def entries_then_tail() -> Iterator[dict[str, Any]]:
+        yield from entries()
+        rest = json.loads('{"endpoints": []' + tail[0]) if tail and tail[0].strip() not in ("", "}") else {}
+        rest.pop("endpoints", None)
+        head.update(rest)
+
+    return head, entries_then_tail()

@@ -116,3 +116,25 @@ def test_single_endpoint_files_from_the_shared_encoding_are_byte_identical() -> 
     for entry in report["endpoints"]:
         one = fleet.single_endpoint_report(report, entry)
         assert stream.dumps_single(one, stream.entry_text(entry), ruleset_text) == model.dumps(one)
+
+
+def test_reports_are_read_back_one_entry_at_a_time_and_merged_like_in_memory(tmp_path: Path) -> None:
+    report = model.load(SAMPLE)
+    head, entries = stream.read_report(SAMPLE)
+    assert list(entries) == report["endpoints"] and {**head, "endpoints": report["endpoints"]} == report
+    # Two "shards" of the sample, merged streamed and in memory: the same report.
+    half = len(report["endpoints"]) // 2
+    shards = []
+    for i, part in enumerate((report["endpoints"][:half], report["endpoints"][half:])):
+        shard = {**report, "endpoints": part}
+        path = tmp_path / f"shard-{i}.json"
+        path.write_text(model.dumps(shard))
+        shards.append(path)
+    merged, spool = fleet.merge_streamed([str(p) for p in shards])
+    try:
+        out = io.StringIO()
+        fleet.write_streamed(merged, spool, "json", out)
+    finally:
+        spool.cleanup()
+    expected = fleet.merge_reports([model.load(p) for p in shards])
+    assert json.loads(out.getvalue()) == json.loads(model.dumps(expected))
