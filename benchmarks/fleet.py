@@ -228,6 +228,19 @@ def main() -> int:
                         results = [f.result() for f in futs]
                     wall = time.monotonic() - t0
                     rss_list, cpu_total = [r[3] for r in results], sum(r[2] for r in results)
+                merge_note = ""
+                if args.shards > 1:
+                    # The shards' reports merged as the docs say (docs/fleets.md): `smtpaudit report`, streamed.
+                    shard_files = [str(f) for o in outs for f in o.glob("report-shard-*.json")]
+                    t1 = time.monotonic()
+                    merge = subprocess.Popen([sys.executable, "-m", "smtpaudit", "report", *shard_files, "--format", "json",
+                                              "-o", str(tmp / "merged.json"), "-q"], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    _, _, m_usage = os.wait4(merge.pid, 0)
+                    merged_endpoints = sum(1 for line in (tmp / "merged.json").open(encoding="utf-8") if line.startswith('    {'))
+                    merge_note = (f"; merge with `smtpaudit report`: {time.monotonic() - t1:.1f} s, peak RSS "
+                                  f"{m_usage.ru_maxrss / 1024:.1f} MB, {merged_endpoints} endpoints, {human((tmp / 'merged.json').stat().st_size)}")
+                    (tmp / "merged.json").unlink()
                 sizes_written: dict[str, int] = {}
                 for o in outs:
                     for k, v in sizes_of(o).items():
@@ -236,7 +249,7 @@ def main() -> int:
                 print(f"{count:6d} endpoints  concurrency {conc:4d}: wall {wall:7.1f} s  {count / wall * 60:8.0f} endpoints/min  "
                       f"peak RSS {max(rss_list) / 1024:6.1f} MB{' per process' if args.shards > 1 else ''}  CPU {cpu_total:6.1f} s "
                       f"({cpu_total / count * 1000:.1f} ms/endpoint)  max sockets per host {max(peaks) if peaks else '?'}", flush=True)
-                print("        written: " + ", ".join(f"{k} {human(v)}" for k, v in sizes_written.items()), flush=True)
+                print("        written: " + ", ".join(f"{k} {human(v)}" for k, v in sizes_written.items()) + merge_note, flush=True)
                 if args.keep:
                     for o in outs:
                         shutil.copytree(o, Path(args.keep) / f"{count}-{o.name}", dirs_exist_ok=True)

@@ -72,6 +72,12 @@ def slug(endpoint_id: str) -> str:
 def single_endpoint_report(report: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
     """The report restricted to one endpoint (same scan metadata, its own summary)."""
     one = {k: v for k, v in report.items() if k not in ("endpoints", "summary", "domains")}
+    peaks = (report.get("invocation") or {}).get("peak_sockets_per_host")
+    if isinstance(peaks, dict):
+        # The fleet's per-host peaks would make every endpoint's file grow with the fleet: keep its own.
+        ep = entry["endpoint"]
+        hosts = {ep.get("address"), ep.get("host")}
+        one["invocation"] = {**report["invocation"], "peak_sockets_per_host": {h: n for h, n in peaks.items() if h in hosts}}
     one["endpoints"] = [entry]
     gate = report.get("gate") or {}
     refresh(one, gate.get("fail_on"), allow_incomplete=bool(gate.get("allow_incomplete")))
