@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from smtpaudit import diff as differ  # noqa: E402
+from smtpaudit.atomic import write_text  # noqa: E402
 from smtpaudit.cli import main  # noqa: E402
 from smtpaudit.report import html, model, sarif  # noqa: E402
 from tests.lab.mta import Lab, missing_binaries  # noqa: E402
@@ -44,8 +45,8 @@ def scan(targets_file: Path, out: Path) -> dict:
 
 
 def write_all(report: dict, stem: str) -> None:
-    (OUT / f"{stem}.sarif").write_text(sarif.dumps(report, srcroot=ROOT))
-    (OUT / f"{stem}.html").write_text(html.render(report))
+    write_text(OUT / f"{stem}.sarif", sarif.dumps(report, srcroot=ROOT))
+    write_text(OUT / f"{stem}.html", html.render(report))
 
 
 def main_() -> int:
@@ -84,8 +85,8 @@ def main_() -> int:
             srv.restart(ALLOW_VRFY=None, ALLOW_EXPN=None, smtp_banner="$smtp_active_hostname ESMTP")
             after = scan(OUT / "exim-insecure.targets", OUT / "exim-insecure-fixed.json")
             d = differ.compare(before, after)
-            (OUT / "diff-exim-insecure.json").write_text(json.dumps(d, indent=2) + "\n")
-            (OUT / "diff-exim-insecure.html").write_text(html.render_diff(d))
+            write_text(OUT / "diff-exim-insecure.json", json.dumps(d, indent=2) + "\n")
+            write_text(OUT / "diff-exim-insecure.html", html.render_diff(d))
             (OUT / "exim-insecure-fixed.json").unlink()  # the diff carries what changed
             srv.reset()
         if "postfix-insecure" in servers and find_chromium():

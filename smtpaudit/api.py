@@ -13,6 +13,7 @@ Composes the three layers and nothing else (the network side is imported only by
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,6 +25,7 @@ from smtpaudit.engine.planner import drop_intrusive, probes_needed
 from smtpaudit.engine.policy import DEFAULT_POLICY, Policy, apply_policy, find_policy, load_policy
 from smtpaudit.engine.rules import Rule, Selection, load_rules
 from smtpaudit.engine.scoring import FORMULA
+from smtpaudit.interrupt import run_until_signal
 from smtpaudit.paths import builtin_rules_dir
 from smtpaudit.probes.base import ProbeSettings, Timeouts
 from smtpaudit.report.build import build_report, refresh, ruleset_digest
@@ -167,17 +169,32 @@ async def scan_async(
     probe_names = plan(ruleset)
     fact_probe = ruleset.fact_probe
 
-    def judged(entry: dict[str, Any]) -> Any:
+    finished: list[dict[str, Any]] = []
+
+    async def judged(entry: dict[str, Any]) -> Any:
         # Judged as soon as it is finished, so progress displays and streaming writers see verdicts.
-        judge_entry(entry, ruleset.rules, fact_probe)
-        out = on_entry(entry) if on_entry is not None else None
+        # Judging is CPU work (every rule over up to a megabyte of facts): in a worker thread, so
+        # the event loop keeps serving the other endpoints' connections meanwhile.
+        await asyncio.to_thread(judge_entry, entry, ruleset.rules, fact_probe)
+        if spool is None:
+            finished.append(entry)
+        result = on_entry(entry) if on_entry is not None else None
+        if asyncio.iscoroutine(result):
+            await result
         if spool is not None:
-            spool.add(entry)
-        return out
+            spool.add(entry)  # after on_entry, which may still mark it (a baseline)
 
     started, t0 = now_iso(), time.monotonic()
-    entries, peaks = await run_endpoints(endpoints, probe_names, options, ruleset.catalog, on_entry=judged, on_probe=on_probe,
-                                         keep=spool is None)
+    outcome, signum = await run_until_signal(
+        run_endpoints(endpoints, probe_names, options, ruleset.catalog, on_entry=judged, on_probe=on_probe,
+                      keep=spool is None))
+    if outcome is not None:
+        entries, peaks = outcome
+    else:
+        # SIGINT/SIGTERM: the endpoints finished so far are reported (in input order), marked below.
+        order = {ep.id: i for i, ep in enumerate(endpoints)}
+        entries = sorted(finished, key=lambda e: order.get(e["endpoint"]["id"], len(order)))
+        peaks = {}
     if spool is not None:
         spool.close()
         entries = _in_target_order(spool.skeletons, endpoints)
@@ -188,6 +205,14 @@ async def scan_async(
                        argv=options.argv, options=recorded, probes=_probes_section(probe_names, ruleset.catalog),
                        skipped_rules=skipped, fail_on=options.fail_on, allow_incomplete=options.allow_incomplete)
     report["invocation"]["peak_sockets_per_host"] = peaks
+    if signum is not None:
+        done = {e["endpoint"]["id"] for e in entries}
+        report["interrupted"] = {
+            "signal": signal.Signals(signum).name,
+            "at": now_iso(),
+            "endpoints_finished": len(entries),
+            "not_finished": [ep.id for ep in endpoints if ep.id not in done],
+        }
     return report
 
 

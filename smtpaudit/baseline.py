@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from smtpaudit.inputs import InputError, Problem, load_toml, shorten
 from smtpaudit.report.build import summarize
 
 BASELINE_VERSION = 1
@@ -66,45 +66,45 @@ class Baseline:
 
 
 def load(path: str | Path) -> Baseline:
-    """Read and check a baseline file; every problem names the file and the entry."""
+    """Read and check a baseline file; every problem names the file and the entry (TOML key)."""
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise BaselineError(f"cannot read baseline {str(p)!r}: {exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise BaselineError(f"{p}: not a TOML baseline ({exc})") from None
+    data = load_toml(p, what="baseline")  # InputError: file and place of the problem
+    problems: list[Problem] = []
     version = data.get("version", BASELINE_VERSION)
-    if version != BASELINE_VERSION:
-        raise BaselineError(f"{p}: baseline version {version!r} is not supported (expected {BASELINE_VERSION})")
-    unknown = set(data) - {"version", "accept"}
-    if unknown:
-        raise BaselineError(f"{p}: unknown key(s) {', '.join(sorted(unknown))}; expected version and [[accept]] tables")
+    if version != BASELINE_VERSION or isinstance(version, bool):
+        problems.append(Problem("version", f"baseline version {shorten(version)} is not supported (expected {BASELINE_VERSION})"))
+    for key in sorted(set(data) - {"version", "accept"}):
+        problems.append(Problem(key, "unknown key; expected version and [[accept]] tables"))
     raw = data.get("accept", [])
     if not isinstance(raw, list):
-        raise BaselineError(f"{p}: 'accept' must be an array of tables ([[accept]])")
+        problems.append(Problem("accept", "must be an array of tables ([[accept]])"))
+        raw = []
     entries = []
     for i, item in enumerate(raw, start=1):
-        where = f"{p}: accept[{i}]"
+        where = f"accept[{i}]"
         if not isinstance(item, dict):
-            raise BaselineError(f"{where}: must be a table")
-        extra = set(item) - _KEYS
-        if extra:
-            raise BaselineError(f"{where}: unknown key(s) {', '.join(sorted(extra))}; allowed: {', '.join(sorted(_KEYS))}")
+            problems.append(Problem(where, "must be a table"))
+            continue
+        bad = len(problems)
+        for key in sorted(set(item) - _KEYS):
+            problems.append(Problem(f"{where}.{key}", f"unknown key; allowed: {', '.join(sorted(_KEYS))}"))
         for key in ("rule", "endpoint", "justification"):
             if not isinstance(item.get(key), str) or not item[key].strip():
-                raise BaselineError(f"{where}.{key}: required, a non-empty string")
+                problems.append(Problem(f"{where}.{key}", "required, a non-empty string"))
         expires = item.get("expires")
         if isinstance(expires, str):
             try:
                 expires = dt.date.fromisoformat(expires)
             except ValueError:
-                raise BaselineError(f"{where}.expires: {expires!r} is not a date (YYYY-MM-DD)") from None
+                problems.append(Problem(f"{where}.expires", f"{shorten(expires)} is not a date (YYYY-MM-DD)"))
         elif isinstance(expires, dt.datetime):
             expires = expires.date()
         elif expires is not None and not isinstance(expires, dt.date):
-            raise BaselineError(f"{where}.expires: must be a date (YYYY-MM-DD)")
-        entries.append(Entry(item["rule"].strip(), item["endpoint"].strip(), item["justification"].strip(), expires, i))
+            problems.append(Problem(f"{where}.expires", "must be a date (YYYY-MM-DD)"))
+        if len(problems) == bad:
+            entries.append(Entry(item["rule"].strip(), item["endpoint"].strip(), item["justification"].strip(), expires, i))
+    if problems:
+        raise InputError(p, problems)
     return Baseline(str(path), tuple(entries))
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -23,10 +24,16 @@ from typing import Any, NoReturn, Sequence
 from smtpaudit import __version__, api
 from smtpaudit.api import UsageError
 from smtpaudit.catalog import load_catalog
-from smtpaudit.engine.rules import RuleSetError, Selection, load_rules
+from smtpaudit.engine.rules import Rule, RuleSetError, Selection, load_directory, load_rules
 from smtpaudit.engine.severity import SEVERITIES
+from smtpaudit.inputs import InputError
+from smtpaudit.paths import builtin_rules_dir
+from smtpaudit.history import commands as history_commands
+from smtpaudit.history.store import HistoryError
 from smtpaudit.report import model, text
 from smtpaudit.report.build import EXIT_FINDINGS, EXIT_OK, EXIT_UNSCANNED, EXIT_USAGE
+
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader went away
 from smtpaudit.targets import Endpoint, Role, TargetError, dedupe, parse_target, read_targets_file
 
 EXIT_CODES_HELP = """exit codes:
@@ -66,6 +73,10 @@ def _add_output_args(p: argparse.ArgumentParser, *, fail_on: bool = True, fail_o
                        help=f"lowest severity that makes the exit code 1 (default: {fail_on_default or 'never'})")
         g.add_argument("--allow-incomplete", action="store_true",
                        help="exit 0/1 by findings even when some endpoint was not fully scanned (default: such a scan exits 3; it is never graded)")
+
+
+def _add_verbose(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="store_true", help="on invalid input files, list every problem (default: the first)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,26 +124,33 @@ def build_parser() -> argparse.ArgumentParser:
                         "index/N takes I from JOB_COMPLETION_INDEX + 1 (Kubernetes Indexed Job)")
     _add_rule_args(scan)
     _add_output_args(scan)
+    _add_verbose(scan)
+    scan.add_argument("--history", metavar="DB", help="also record the scan in this history database (SQLite; created if missing)")
 
     rep = sub.add_parser("report", help="re-render saved report(s) in another format (shards are merged); no network",
                          epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     rep.add_argument("reports", nargs="+", metavar="REPORT.json")
     _add_output_args(rep, fail_on_default=None)
+    _add_verbose(rep)
+    rep.add_argument("--history", metavar="DB", help="record the (merged) report in this history database; HTML gains a history section")
 
     ev = sub.add_parser("evaluate", help="judge the facts of a saved report with other rules or another policy; no network",
                         epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     ev.add_argument("report", metavar="REPORT.json")
     _add_rule_args(ev)
     _add_output_args(ev)
+    _add_verbose(ev)
 
     df = sub.add_parser("diff", help="new, fixed and unchanged findings and grade changes between two reports",
                         epilog="exit 1 when a new open finding reaches --fail-on (the nightly alert); 2 on bad input")
     df.add_argument("old", metavar="OLD.json")
-    df.add_argument("new", metavar="NEW.json")
+    df.add_argument("new", metavar="NEW.json", nargs="?")
+    df.add_argument("--history", metavar="DB", help="compare the one report given with the last night before it in this history database")
     df.add_argument("-o", "--output", metavar="FILE", help="write the diff here (default: stdout)")
-    df.add_argument("--format", choices=("text", "json", "html"), default="text")
+    df.add_argument("--format", choices=("text", "json", "html"), default=None, help="default: from the -o file name, else text")
     df.add_argument("--fail-on", choices=SEVERITIES, default="high", help="lowest severity of a new finding that makes the exit code 1 (default: high)")
     df.add_argument("-q", "--quiet", action="store_true", help="no text on stdout when writing a file")
+    _add_verbose(df)
 
     bl = sub.add_parser("baseline", help="create a baseline of accepted findings")
     bsub = bl.add_subparsers(dest="baseline_command", metavar="SUBCOMMAND")
@@ -141,15 +159,19 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("-o", "--output", metavar="FILE", default="-", help="baseline file (default: stdout)")
     bc.add_argument("--justification", metavar="TEXT", help="justification for every entry (default: a TODO to fill in)")
     bc.add_argument("--expires", metavar="YYYY-MM-DD", help="expiry date for every entry")
+    _add_verbose(bc)
 
     demo = sub.add_parser("demo", help="start a built-in, deliberately weak SMTP server on loopback and scan it")
     demo.add_argument("-o", "--output", metavar="FILE", default="reports/demo.json", help="report file (default: %(default)s)")
+
+    history_commands.add_parser(sub)
 
     rules = sub.add_parser("rules", help="list or validate rules")
     rsub = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND")
     rl = rsub.add_parser("list", help="list the loaded rules")
     _add_rule_args(rl)
     rl.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_verbose(rl)
     rv = rsub.add_parser("validate", help="validate a rule directory (exit 2 with precise errors)")
     rv.add_argument("directory", nargs="+", metavar="DIR")
     rf = rsub.add_parser("facts", help="list the facts rules can use")
@@ -189,19 +211,16 @@ def _apply_baseline(report: dict[str, Any], args: argparse.Namespace) -> None:
 
     if not getattr(args, "baseline", None):
         return
-    try:
-        accepted = bl.load(args.baseline)
-    except bl.BaselineError as exc:
-        raise UsageError(str(exc)) from None
+    accepted = bl.load(args.baseline)  # InputError on a bad file: exit 2 naming the entry
     for warning in bl.apply(report, accepted):
         sys.stderr.write(f"smtpaudit: warning: {warning}\n")
 
 
-def _write(report: dict[str, Any], args: argparse.Namespace) -> None:
+def _write(report: dict[str, Any], args: argparse.Namespace, history: dict[str, Any] | None = None) -> None:
     from smtpaudit.workflows import renderer
 
-    fmt = args.format or ("json" if args.output else "text")
-    content = renderer(fmt, sarif_artifact=getattr(args, "sarif_artifact", None))(report)
+    fmt = _resolve_format(args)
+    content = renderer(fmt, sarif_artifact=getattr(args, "sarif_artifact", None), history=history)(report)
     if getattr(args, "output_dir", None):
         _write_output_dir(report, args, fmt)
         if not args.output:
@@ -209,17 +228,33 @@ def _write(report: dict[str, Any], args: argparse.Namespace) -> None:
                 text.render(report, sys.stdout)
             return
     if args.output and args.output != "-":
-        out = Path(args.output)
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(content, encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+        out = _write_file(args.output, content)
         if not args.quiet:
             text.render(report, sys.stdout)
             sys.stdout.write(f"report written to {out}\n")
     elif not args.quiet or args.output == "-":
         sys.stdout.write(content)
+
+
+def _resolve_format(args: argparse.Namespace, allowed: tuple[str, ...] = ("json", "text", "sarif", "html"), terminal: str = "text") -> str:
+    """--format, else the output file's extension; decided before any work so a typo costs nothing."""
+    from smtpaudit.outputs import FormatError, choose_format
+
+    try:
+        args.format = choose_format(args.output, args.format, allowed=allowed, default_file="json", default_terminal=terminal)
+    except FormatError as exc:
+        raise UsageError(str(exc)) from None
+    return args.format
+
+
+def _write_file(path: str, content: str) -> Path:
+    """Atomic write (temp file, fsync, rename); a full disk is exit 2 with the old file intact."""
+    from smtpaudit.atomic import WriteError, write_text
+
+    try:
+        return write_text(path, content)
+    except WriteError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def exit_code_for(report: dict[str, Any], fail_on: str | None, *, allow_incomplete: bool = False) -> int:
@@ -310,6 +345,7 @@ def _scan_options(args: argparse.Namespace, argv: list[str]) -> api.ScanOptions:
 
 
 def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
+    _resolve_format(args)
     endpoints = _collect_targets(args)
     if args.shard:
         from smtpaudit.fleet import FleetError, parse_shard, select_shard
@@ -323,12 +359,34 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
         if not endpoints:
             sys.stderr.write(f"smtpaudit: shard {args.shard} holds no target\n")
     ruleset = load_ruleset(args)
+    if args.baseline:
+        from smtpaudit import baseline as bl
+
+        bl.load(args.baseline)  # a bad baseline is exit 2 now, not after an hour-long fleet scan
     options = _scan_options(args, argv)
+    history = history_commands.prepare(args.history) if args.history else None  # fail before scanning
     from smtpaudit.fleet import Progress
 
     progress = Progress(len(endpoints), enabled=not args.quiet and sys.stderr.isatty())
-    # Finished endpoints go to disk as they come (report/stream.py), never all into memory: a
-    # 10,000-endpoint fleet needs no more RAM than a small one.
+    if history is not None:
+        # The history records whole reports: the in-memory path.
+        try:
+            report = api.scan(endpoints, ruleset, options, on_entry=lambda e: progress(e["endpoint"]["id"], e))
+        finally:
+            progress.finish()
+        _apply_baseline(report, args)
+        # A scan cut short by a signal is not a night of the fleet: it stays out of the history.
+        view, recorded = (history_commands.record(history, report, quiet=args.quiet, view=args.format == "html")
+                          if not report.get("interrupted") else (None, True))
+        code = exit_code_for(report, args.fail_on, allow_incomplete=args.allow_incomplete)
+        _write(report, args, view)
+        _explain_incomplete(report, args)
+        stop = report.get("interrupted")
+        if stop:
+            return _interrupted(report, args, lambda path: _write_file(path, model.dumps(report)))
+        return code if recorded else EXIT_USAGE
+    # Otherwise finished endpoints go to disk as they come (report/stream.py), never all into
+    # memory: a 10,000-endpoint fleet needs no more RAM than a small one.
     from smtpaudit import baseline as bl
     from smtpaudit.report.stream import EntrySpool
 
@@ -355,14 +413,28 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
         code = exit_code_for(report, args.fail_on, allow_incomplete=args.allow_incomplete)
         _write_streamed(report, spool, args)
         _explain_incomplete(report, args)
+        if report.get("interrupted"):
+            code = _interrupted(report, args, lambda path: _write_streamed_file(report, spool, "json", path))
     except BaseException:
-        # Interrupted or failed: the JSON Lines file in --output-dir keeps every finished endpoint.
+        # Failed: the JSON Lines file in --output-dir keeps every finished endpoint.
         spool.close()
         raise
     # Written out in full by now: the combined and per-endpoint reports hold the same data, so the
     # spool goes (transcripts are kept complete, not duplicated once more).
     spool.cleanup(remove=True)
     return code
+
+
+def _interrupted(report: dict[str, Any], args: argparse.Namespace, write_json: Any) -> int:
+    """What finished is written (JSON and the asked format); the exit code says it was cut short."""
+    from smtpaudit.interrupt import Interrupted
+
+    stop = report["interrupted"]
+    if args.output and args.output != "-" and args.format != "json":
+        # The canonical JSON too (facts kept, re-renderable), next to the asked format.
+        write_json(f"{args.output}.json")
+    sys.stderr.write(f"smtpaudit: interrupted by {stop['signal']}: report of the {stop['endpoints_finished']} endpoint(s) finished so far written\n")
+    return Interrupted(getattr(signal, stop["signal"])).exit_code
 
 
 def _load_baseline(args: argparse.Namespace) -> Any:
@@ -381,11 +453,24 @@ def _stem(args: argparse.Namespace) -> str:
     return "report"
 
 
+def _write_streamed_file(report: dict[str, Any], spool: Any, fmt: str, path: str, *, sarif_artifact: str | None = None) -> Path:
+    """One streamed output file, atomically (temp file, fsync, rename): a full disk is exit 2."""
+    from smtpaudit.atomic import WriteError, open_text
+    from smtpaudit.fleet import write_streamed
+
+    try:
+        with open_text(path) as fh:
+            write_streamed(report, spool, fmt, fh, sarif_artifact=sarif_artifact)
+    except WriteError as exc:
+        raise UsageError(str(exc)) from None
+    return Path(path)
+
+
 def _write_streamed(report: dict[str, Any], spool: Any, args: argparse.Namespace) -> None:
     """``_write`` for a scan whose entries are in ``spool`` (report endpoints are skeletons)."""
     from smtpaudit.fleet import write_output_dir_streamed, write_streamed
 
-    fmt = args.format or ("json" if args.output else "text")
+    fmt = _resolve_format(args)
     if args.output_dir:
         formats = ["json"] + ([fmt] if fmt not in ("json", "text") and args.format else [])
         try:
@@ -401,13 +486,7 @@ def _write_streamed(report: dict[str, Any], spool: Any, args: argparse.Namespace
                 write_streamed(report, spool, "text", sys.stdout)
             return
     if args.output and args.output != "-":
-        out = Path(args.output)
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with out.open("w", encoding="utf-8") as fh:
-                write_streamed(report, spool, fmt, fh, sarif_artifact=args.sarif_artifact)
-        except OSError as exc:
-            raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+        out = _write_streamed_file(report, spool, fmt, args.output, sarif_artifact=args.sarif_artifact)
         if not args.quiet:
             write_streamed(report, spool, "text", sys.stdout)
             sys.stdout.write(f"report written to {out}\n")
@@ -429,6 +508,7 @@ def _explain_incomplete(report: dict[str, Any], args: argparse.Namespace) -> Non
 
 
 def _write_output_dir(report: dict[str, Any], args: argparse.Namespace, fmt: str) -> None:
+    from smtpaudit.atomic import WriteError
     from smtpaudit.fleet import write_output_dir
     from smtpaudit.workflows import EXTENSIONS, renderer
 
@@ -440,6 +520,8 @@ def _write_output_dir(report: dict[str, Any], args: argparse.Namespace, fmt: str
     try:
         index = write_output_dir(report, args.output_dir, stem=stem,
                                  renderers={EXTENSIONS[f]: renderer(f, sarif_artifact=args.sarif_artifact) for f in formats})
+    except WriteError as exc:
+        raise UsageError(str(exc)) from None
     except OSError as exc:
         raise UsageError(f"cannot write to --output-dir {args.output_dir}: {exc.strerror or exc}") from None
     if not args.quiet:
@@ -455,7 +537,42 @@ def _load_reports(paths: Sequence[str]) -> dict[str, Any]:
         raise UsageError(str(exc)) from None
 
 
+# Saved reports larger than this in total (a fleet's shards: ~110 KB per endpoint) are merged and
+# rendered streamed (report/stream.py), one endpoint in memory at a time; each entry is still
+# checked against the report schema.
+STREAM_REPORTS_ABOVE = 256 * 1024 * 1024
+
+
+def _total_size(paths: Sequence[str]) -> int:
+    total = 0
+    for p in paths:
+        try:
+            total += os.path.getsize(p)
+        except OSError:
+            return 0  # the in-memory path reports the unreadable file properly
+    return total
+
+
 def run_report_command(args: argparse.Namespace) -> int:
+    _resolve_format(args)
+    if args.history or _total_size(args.reports) <= STREAM_REPORTS_ABOVE:
+        # Small enough to hold (and the history records whole reports): the in-memory path, with
+        # every problem of a bad file listed against the JSON Schema.
+        report = _load_reports(args.reports)
+        _apply_baseline(report, args)
+        args.output_dir = None
+        code = EXIT_OK
+        if args.fail_on or args.baseline or args.allow_incomplete or len(args.reports) > 1:
+            # Only then does the gate change; a plain re-render is lossless.
+            code = exit_code_for(report, args.fail_on, allow_incomplete=args.allow_incomplete)
+        view, recorded = (None, True)
+        if args.history:
+            view, recorded = history_commands.record(history_commands.prepare(args.history), report,
+                                                     source=", ".join(args.reports), quiet=args.quiet, view=args.format == "html")
+        _write(report, args, view)
+        if not recorded:
+            return EXIT_USAGE
+        return code if args.fail_on else EXIT_OK
     # Streamed (report/stream.py): shard reports of a large fleet are merged and rendered one
     # endpoint at a time, never all in memory.
     from smtpaudit import baseline as bl
@@ -482,6 +599,7 @@ def run_report_command(args: argparse.Namespace) -> int:
 
 
 def run_evaluate_command(args: argparse.Namespace, argv: list[str]) -> int:
+    _resolve_format(args)
     saved = model.load(args.report)
     ruleset = load_ruleset(args)
     report = api.rejudge(saved, ruleset, argv=argv, fail_on=args.fail_on, allow_incomplete=args.allow_incomplete)
@@ -499,7 +617,16 @@ def run_diff_command(args: argparse.Namespace) -> int:
     from smtpaudit import diff as differ
     from smtpaudit.report import html
 
-    result = differ.compare(model.load(args.old), model.load(args.new))
+    _resolve_format(args, allowed=("text", "json", "html"))
+    if args.history:
+        if args.new:
+            raise UsageError("diff --history DB takes one report: today's (it is compared with the last night in DB)")
+        new = model.load(args.old)
+        result = differ.compare(history_commands.diff_base(args.history, new), new)
+    elif not args.new:
+        raise UsageError("diff: give OLD.json NEW.json, or --history DB NEW.json")
+    else:
+        result = differ.compare(model.load(args.old), model.load(args.new))
     if args.format == "json":
         content = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
     elif args.format == "html":
@@ -509,12 +636,7 @@ def run_diff_command(args: argparse.Namespace) -> int:
         differ.render_text(result, buf)
         content = buf.getvalue()
     if args.output and args.output != "-":
-        from smtpaudit.workflows import write_text
-
-        try:
-            write_text(args.output, content)
-        except OSError as exc:
-            raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+        _write_file(args.output, content)
         if not args.quiet:
             differ.render_text(result, sys.stdout)
     else:
@@ -540,13 +662,29 @@ def run_baseline_command(args: argparse.Namespace) -> int:
     if args.output == "-":
         sys.stdout.write(content)
     else:
-        from smtpaudit.workflows import write_text
-
-        try:
-            write_text(args.output, content)
-        except OSError as exc:
-            raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+        _write_file(args.output, content)
     return EXIT_OK
+
+
+def _policy_problems(directory: Path, loaded: list[Rule], known: dict[str, str]) -> list[str]:
+    """Every problem of the policies under DIR/policies/, checked against the built-in rules plus DIR's."""
+    from smtpaudit.engine.policy import apply_policy, load_policy
+
+    files = sorted((directory / "policies").glob("*.toml")) if (directory / "policies").is_dir() else []
+    if not files:
+        return []
+    try:
+        rules = load_rules([builtin_rules_dir()], known) if directory.resolve() != builtin_rules_dir().resolve() else {}
+    except RuleSetError:
+        rules = {}
+    rules.update({r.id: r for r in loaded})
+    problems: list[str] = []
+    for path in files:
+        try:
+            apply_policy(load_policy(path), rules, known)
+        except RuleSetError as exc:
+            problems.extend(str(e) for e in exc.errors)
+    return problems
 
 
 def run_rules_command(args: argparse.Namespace) -> int:
@@ -562,14 +700,13 @@ def run_rules_command(args: argparse.Namespace) -> int:
             if not p.is_dir():
                 problems.append(f"{d}: not a directory")
                 continue
-            try:
-                rules = load_rules([p], known)
-            except RuleSetError as exc:
-                problems.extend(str(e) for e in exc.errors)
-                continue
-            count += len(rules)
-            for rule in rules.values():
+            # Every problem in every file: broken files do not stop the others' examples being run.
+            loaded, errors = load_directory(p, known, origin=str(p))
+            problems.extend(str(e) for e in errors)
+            count += len(loaded)
+            for rule in loaded:
                 problems.extend(check_examples(rule))
+            problems.extend(_policy_problems(p, loaded, known))
         if problems:
             for line in problems:
                 sys.stderr.write(f"{line}\n")
@@ -602,34 +739,66 @@ def run_rules_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from smtpaudit.interrupt import exit_code as interrupt_exit_code, handle_signals
+
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "scan":
-            return run_scan_command(args, argv)
-        if args.command == "rules":
-            return run_rules_command(args)
-        if args.command == "report":
-            return run_report_command(args)
-        if args.command == "evaluate":
-            return run_evaluate_command(args, argv)
-        if args.command == "diff":
-            return run_diff_command(args)
-        if args.command == "baseline":
-            return run_baseline_command(args)
-        if args.command == "demo":
-            from smtpaudit.demo import run_demo
-
-            return run_demo(args.output)
-        parser.print_help()
-        return EXIT_USAGE
-    except (UsageError, TargetError, model.ReportError) as exc:
+        with handle_signals():
+            code = _dispatch(parser, args, argv)
+            sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+            return code
+    except BrokenPipeError:
+        # `smtpaudit rules list | head`: the reader has gone; end quietly, as `cat` would.
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except InputError as exc:
+        for line in (exc.lines() if getattr(args, "verbose", False) else [str(exc)]):
+            sys.stderr.write(f"smtpaudit: error: {line}\n")
+        raise SystemExit(EXIT_USAGE) from None
+    except (UsageError, TargetError, HistoryError) as exc:
         fatal(str(exc))
     except RuleSetError as exc:
-        for err in exc.errors:
+        errors = exc.errors if getattr(args, "verbose", False) else exc.errors[:1]
+        for err in errors:
             sys.stderr.write(f"smtpaudit: rule error: {err}\n")
+        if len(exc.errors) > len(errors):
+            sys.stderr.write(f"smtpaudit: {len(exc.errors) - len(errors)} more problem(s); --verbose lists them\n")
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         sys.stderr.write("smtpaudit: interrupted\n")
-        return 130
+        return interrupt_exit_code(exc)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:
+    if args.command == "scan":
+        return run_scan_command(args, argv)
+    if args.command == "rules":
+        return run_rules_command(args)
+    if args.command == "report":
+        return run_report_command(args)
+    if args.command == "evaluate":
+        return run_evaluate_command(args, argv)
+    if args.command == "diff":
+        return run_diff_command(args)
+    if args.command == "baseline":
+        return run_baseline_command(args)
+    if args.command == "history":
+        return history_commands.run(args)
+    if args.command == "demo":
+        from smtpaudit.demo import run_demo
+
+        return run_demo(args.output)
+    parser.print_help()
+    return EXIT_USAGE

@@ -25,6 +25,8 @@ def _brief(f: dict[str, Any]) -> dict[str, Any]:
         "message": f["message"],
         "fingerprint": f["fingerprint"],
         "suppressed": bool(f.get("suppressed")),
+        # false: an unreliable version guess (engine/quality.py), listed but never an alert
+        "gate": f.get("gate", True) is not False,
     }
 
 
@@ -70,7 +72,7 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         for group in (added, unchanged, fixed, unverified):
             group.sort(key=lambda f: (rank[f["severity"]], f["rule_id"]))
         for f in added:
-            if not f["suppressed"]:
+            if not f["suppressed"] and f["gate"]:
                 new_by_sev[f["severity"]] += 1
         status = "added" if o is None else "removed" if n is None else "compared"
         endpoints.append({

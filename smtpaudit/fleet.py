@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, TextIO
 
+from smtpaudit import atomic
 from smtpaudit.outcomes import EndpointStatus
 from smtpaudit.report.build import refresh
 from smtpaudit.targets import Endpoint
@@ -103,7 +104,7 @@ def write_output_dir(
     written: dict[str, Any] = {"combined": [], "endpoints": {}}
     for ext, render in renderers.items():
         path = root / f"{stem}.{ext}"
-        path.write_text(render(report), encoding="utf-8")
+        atomic.write_text(path, render(report))
         written["combined"].append(str(path))
     used: set[str] = set()
     for entry in report["endpoints"]:
@@ -116,7 +117,7 @@ def write_output_dir(
         files = []
         for ext, render in renderers.items():
             path = per / f"{name}.{ext}"
-            path.write_text(render(one), encoding="utf-8")
+            atomic.write_text(path, render(one))
             files.append(str(path))
         written["endpoints"][eid] = files
     return written
@@ -240,6 +241,7 @@ def write_output_dir_streamed(report: dict[str, Any], spool: Any, directory: str
     entry is encoded as JSON once, for both the combined report and its own file."""
     import json
 
+    from smtpaudit.atomic import open_text, write_text
     from smtpaudit.report import stream
     from smtpaudit.workflows import EXTENSIONS, renderer
 
@@ -259,11 +261,11 @@ def write_output_dir_streamed(report: dict[str, Any], spool: Any, directory: str
             one = single_endpoint_report(report, entry)
             files = []
             path = per / f"{names[eid]}.json"
-            path.write_text(stream.dumps_single(one, text, ruleset_text), encoding="utf-8")
+            write_text(path, stream.dumps_single(one, text, ruleset_text))
             files.append(str(path))
             for fmt, render in others.items():
                 path = per / f"{names[eid]}.{EXTENSIONS[fmt]}"
-                path.write_text(render(one), encoding="utf-8")
+                write_text(path, render(one))
                 files.append(str(path))
             written["endpoints"][eid] = files
             yield text
@@ -271,13 +273,13 @@ def write_output_dir_streamed(report: dict[str, Any], spool: Any, directory: str
     combined = root / f"{stem}.json"
     head = dict(report)
     head["endpoints"] = [stream.MARKER]
-    with combined.open("w", encoding="utf-8") as fh:
+    with open_text(combined) as fh:
         stream.splice(json.dumps(head, indent=2, ensure_ascii=False) + "\n", entries_as_text(), fh, dump=lambda t: t)
     written["combined"].append(str(combined))
     link = "html" if "html" in formats else "json"
     for fmt in others:
         path = root / f"{stem}.{EXTENSIONS[fmt]}"
-        with path.open("w", encoding="utf-8") as fh:
+        with open_text(path) as fh:
             write_streamed(report, spool, fmt, fh, sarif_artifact=sarif_artifact, files=names, link_ext=link)
         written["combined"].append(str(path))
     return written
@@ -287,7 +289,8 @@ def merge_streamed(paths: list[str], *, mark: Callable[[dict[str, Any]], None] |
     """``merge_reports`` without loading the reports: entries go through a spool one at a time
     (``mark`` sees each, e.g. a baseline), the merged report holds skeletons (report/stream.py).
     Returns (report, spool); the caller writes with ``write_streamed`` and cleans the spool up."""
-    from smtpaudit.report import model, stream
+    from smtpaudit.inputs import InputError, schema_problems
+    from smtpaudit.report import stream
 
     spool = stream.EntrySpool()
     heads: list[dict[str, Any]] = []
@@ -298,11 +301,15 @@ def merge_streamed(paths: list[str], *, mark: Callable[[dict[str, Any]], None] |
             try:
                 head, entries = stream.read_report(path)
                 if not isinstance(head, dict) or not isinstance(head.get("tool"), dict) or head["tool"].get("name") != "smtpaudit":
-                    raise model.ReportError(f"{path}: not an smtpaudit report")
-                if head.get("schema_version") not in model.SUPPORTED_SCHEMA_VERSIONS:
-                    raise model.ReportError(f"{path}: report schema_version {head.get('schema_version')!r} is not supported "
-                                            f"(supported: {', '.join(model.SUPPORTED_SCHEMA_VERSIONS)})")
-                for entry in entries:
+                    raise InputError(path, "not an smtpaudit report (no tool.name \"smtpaudit\")", where="/tool")
+                # The JSON Schema, as model.load checks it, one entry at a time: each entry with a
+                # light head (no rule metadata), then the head once its tail (the gate) is read.
+                light = {**head, "ruleset": {**(head.get("ruleset") or {}), "rules": {}}}
+                for i, entry in enumerate(entries):
+                    problems = [pr for pr in schema_problems({**light, "endpoints": [entry]}) if pr.where.startswith("/endpoints")]
+                    if problems:
+                        raise InputError(path, [type(pr)(pr.where.replace("/endpoints/0", f"/endpoints/{i}", 1), pr.message)
+                                                for pr in problems])
                     eid = entry["endpoint"]["id"]
                     if eid in seen:
                         continue
@@ -311,12 +318,15 @@ def merge_streamed(paths: list[str], *, mark: Callable[[dict[str, Any]], None] |
                     if mark is not None:
                         mark(entry)
                     spool.add(entry)
-            except model.ReportError:
+            except InputError:
                 raise
             except OSError as exc:
-                raise model.ReportError(f"cannot read report {str(path)!r}: {exc.strerror or exc}") from None
+                raise InputError(path, f"cannot read report: {exc.strerror or exc}") from None
             except (ValueError, KeyError, TypeError) as exc:
-                raise model.ReportError(f"{path}: not a JSON report ({exc})") from None
+                raise InputError(path, f"not valid JSON: {str(exc)[:200]}") from None
+            problems = schema_problems({**head, "endpoints": []})
+            if problems:
+                raise InputError(path, problems)
             heads.append(head)
     except BaseException:
         spool.cleanup()

@@ -75,6 +75,7 @@ async def scan_endpoint(endpoint: Endpoint, probe_names: list[str], settings: Pr
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.timeouts.endpoint
     unreachable: str | None = None
+    tls_only = False
     done: dict[str, ProbeResult] = {}
     running: dict[str, asyncio.Task[ProbeResult]] = {}
     pending = list(probe_names)
@@ -95,9 +96,12 @@ async def scan_endpoint(endpoint: Endpoint, probe_names: list[str], settings: Pr
                     continue
                 if on_probe is not None:
                     on_probe(endpoint.id, name)
+                # An implicit-TLS port whose handshake fails still answers TLS hellos: the TLS
+                # probes observe why (that is the finding); only the SMTP probes are pointless.
+                blocked = None if (tls_only and name.startswith("tls.")) else unreachable
                 running[name] = asyncio.create_task(run_probe(
                     PROBES.get(name), name, endpoint, ctx, dict(facts), declared=catalog.facts,
-                    unreachable=unreachable, deadline=deadline, host=host_slots))
+                    unreachable=blocked, deadline=deadline, host=host_slots))
             if not running:
                 continue
             finished, _ = await asyncio.wait(running.values(), return_when=asyncio.FIRST_COMPLETED)
@@ -105,7 +109,9 @@ async def scan_endpoint(endpoint: Endpoint, probe_names: list[str], settings: Pr
                 result = running.pop(name).result()
                 done[name] = result
                 facts.update(result.facts)
-                unreachable = unreachable or _unusable(result)
+                if unreachable is None and (why := _unusable(result)):
+                    unreachable = why
+                    tls_only = endpoint.mode.value == "implicit" and result.error_reason == Reason.TLS_HANDSHAKE
     finally:
         for task in running.values():
             task.cancel()

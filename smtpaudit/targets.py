@@ -15,6 +15,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from smtpaudit.inputs import InputError, Problem, read_text
+
+
+def _show(text: str, limit: int = 80) -> str:
+    """A user's target quoted in a message, cut short: a 5000-digit port is not echoed back whole."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
+
 
 class TargetError(ValueError):
     """A target string the user gave cannot be parsed; the message says what is expected."""
@@ -142,22 +149,23 @@ def _role_for_port(port: int) -> Role:
 
 def _check_host(host: str, spec: str) -> str:
     if not host:
-        raise TargetError(f"{spec!r}: missing host; {EXPECTED}")
+        raise TargetError(f"{_show(spec)}: missing host; {EXPECTED}")
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:
         pass
     if not _HOSTNAME.match(host):
-        raise TargetError(f"{spec!r}: {host!r} is not a valid host name or IP address; {EXPECTED}")
+        raise TargetError(f"{_show(spec)}: {_show(host)} is not a valid host name or IP address; {EXPECTED}")
     return host.rstrip(".").lower()
 
 
 def _check_port(text: str, spec: str) -> int:
-    if not text.isdigit():
-        raise TargetError(f"{spec!r}: port {text!r} is not a number between 1 and 65535")
+    # ASCII digits only ("²" and "٣" pass str.isdigit()), and short: int() of 5000 digits raises.
+    if not (text.isascii() and text.isdigit()) or len(text) > 5:
+        raise TargetError(f"{_show(spec)}: port {text[:20]!r}{'...' if len(text) > 20 else ''} is not a number between 1 and 65535")
     port = int(text)
     if not 1 <= port <= 65535:
-        raise TargetError(f"{spec!r}: port {port} is out of range 1-65535")
+        raise TargetError(f"{_show(spec)}: port {port} is out of range 1-65535")
     return port
 
 
@@ -165,24 +173,24 @@ def _split_host_port(rest: str, spec: str) -> tuple[str, str | None]:
     if rest.startswith("["):
         close = rest.find("]")
         if close < 0:
-            raise TargetError(f"{spec!r}: unterminated '[' in IPv6 literal; {EXPECTED}")
+            raise TargetError(f"{_show(spec)}: unterminated '[' in IPv6 literal; {EXPECTED}")
         host = rest[1:close]
         tail = rest[close + 1 :]
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
-            raise TargetError(f"{spec!r}: {host!r} inside brackets is not an IPv6 address") from None
+            raise TargetError(f"{_show(spec)}: {_show(host)} inside brackets is not an IPv6 address") from None
         if not tail:
             return host, None
         if not tail.startswith(":"):
-            raise TargetError(f"{spec!r}: expected ':port' after ']'")
+            raise TargetError(f"{_show(spec)}: expected ':port' after ']'")
         return host, tail[1:]
     if rest.count(":") > 1:
         # A bare IPv6 literal without a port.
         try:
             ipaddress.IPv6Address(rest)
         except ValueError:
-            raise TargetError(f"{spec!r}: IPv6 addresses with a port must be bracketed, e.g. [2001:db8::1]:25") from None
+            raise TargetError(f"{_show(spec)}: IPv6 addresses with a port must be bracketed, e.g. [2001:db8::1]:25") from None
         return rest, None
     if ":" in rest:
         host, port = rest.split(":", 1)
@@ -202,16 +210,16 @@ def parse_target(
     if not text:
         raise TargetError(f"empty target; {EXPECTED}")
     if any(c.isspace() for c in text):
-        raise TargetError(f"{spec!r}: targets cannot contain spaces; {EXPECTED}")
+        raise TargetError(f"{_show(spec)}: targets cannot contain spaces; {EXPECTED}")
     scheme_defaults: tuple[int, Mode, Role] | None = None
     if "://" in text:
         scheme, rest = text.split("://", 1)
         scheme_defaults = SCHEMES.get(scheme.lower())
         if scheme_defaults is None:
-            raise TargetError(f"{spec!r}: unknown scheme {scheme!r}; use one of {', '.join(sorted(SCHEMES))}")
+            raise TargetError(f"{_show(spec)}: unknown scheme {scheme!r}; use one of {', '.join(sorted(SCHEMES))}")
         rest = rest.rstrip("/")
         if "/" in rest or "@" in rest or "?" in rest:
-            raise TargetError(f"{spec!r}: only scheme://host[:port] is accepted (no user, path or query)")
+            raise TargetError(f"{_show(spec)}: only scheme://host[:port] is accepted (no user, path or query)")
     elif text.lower().startswith("domain:"):
         return domain_target(text[7:], spec=text, origin_file=origin_file, origin_line=origin_line)
     else:
@@ -252,23 +260,28 @@ def domain_target(name: str, *, spec: str, origin_file: str | None = None, origi
     host = _check_host(name, spec)
     try:
         ipaddress.ip_address(host)
-        raise TargetError(f"{spec!r}: a domain target needs a name, not an IP address")
+        raise TargetError(f"{_show(spec)}: a domain target needs a name, not an IP address")
     except ValueError:
         pass
     return Endpoint(host=host, port=25, mode=Mode.STARTTLS, role=Role.DOMAIN, spec=spec,
                     origin_file=origin_file, origin_line=origin_line, domain=host)
 
 
+class TargetsFileError(InputError, TargetError):
+    """Bad lines of a targets file: an input-file error (file + line, all with --verbose) and a target error."""
+
+
 def read_targets_file(path: str | Path, *, role: Role | None = None) -> list[Endpoint]:
-    """Read one target per line (``#`` starts a comment). Errors name the file and line."""
+    """Read one target per line (``#`` starts a comment). Errors name the file and line;
+    every bad line is collected (InputError.problems), the first is the message."""
+
     p = Path(path)
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise TargetError(f"cannot read targets file {str(p)!r}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise TargetError(f"targets file {str(p)!r} is not UTF-8 text") from None
+        lines = read_text(p, what="targets file").splitlines()
+    except InputError as exc:
+        raise TargetsFileError(p, exc.problems) from None
     endpoints: list[Endpoint] = []
+    problems: list[Problem] = []
     for number, line in enumerate(lines, start=1):
         content = line.split("#", 1)[0].strip()
         if not content:
@@ -276,7 +289,9 @@ def read_targets_file(path: str | Path, *, role: Role | None = None) -> list[End
         try:
             endpoints.append(parse_target(content, role=role, origin_file=str(path), origin_line=number))
         except TargetError as exc:
-            raise TargetError(f"{p}:{number}: {exc}") from None
+            problems.append(Problem(f"line {number}", str(exc)))
+    if problems:
+        raise TargetsFileError(p, problems)
     return endpoints
 
 

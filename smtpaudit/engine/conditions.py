@@ -10,10 +10,12 @@ run or failed). ``all`` is False if any child is False, True if all are True, el
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from smtpaudit.engine import regex
+from smtpaudit.engine.regex import RegexBudgetExceeded, RegexError
+from smtpaudit.inputs import shorten
 from smtpaudit.engine.versions import VersionError, in_range, parse_range, Version
 
 ABSENT = object()
@@ -65,7 +67,7 @@ LEAF_OPS: dict[str, _Op] = {
     "excludes": lambda a, e: isinstance(a, (list, str)) and not _contains(a, e),
     "contains_any": lambda a, e: isinstance(a, (list, str)) and any(_contains(a, x) for x in _as_list(e)),
     "contains_all": lambda a, e: isinstance(a, (list, str)) and all(_contains(a, x) for x in _as_list(e)),
-    "matches": lambda a, e: isinstance(a, str) and re.search(e, a) is not None,
+    "matches": lambda a, e: isinstance(a, str) and regex.search(e, a),
     "less_than": lambda a, e: _num(a) and a < e,
     "at_most": lambda a, e: _num(a) and a <= e,
     "greater_than": lambda a, e: _num(a) and a > e,
@@ -114,8 +116,21 @@ def resolve(value: Any, params: Mapping[str, Any], path: str) -> Any:
     return value
 
 
-def validate(node: Any, path: str, known_facts: Mapping[str, str], params: Mapping[str, Any], *, item: bool = False) -> set[str]:
-    """Check a condition's shape; return the fact names it reads. Raises ConditionError."""
+def validate(node: Any, path: str, known_facts: Mapping[str, str], params: Mapping[str, Any], *, item: bool = False,
+             sink: list[ConditionError] | None = None) -> set[str]:
+    """Check a condition's shape; return the fact names it reads. Raises ConditionError, or with
+    ``sink`` appends every error there (one per bad leaf) and returns the facts of the good ones."""
+    if sink is None:
+        return _validate(node, path, known_facts, params, item=item, sink=None)
+    try:
+        return _validate(node, path, known_facts, params, item=item, sink=sink)
+    except ConditionError as exc:
+        sink.append(exc)
+        return set()
+
+
+def _validate(node: Any, path: str, known_facts: Mapping[str, str], params: Mapping[str, Any], *, item: bool,
+              sink: list[ConditionError] | None) -> set[str]:
     if not isinstance(node, dict):
         raise ConditionError(path, "a condition must be a table (all / any / not, or a leaf with fact and one operator)")
     facts: set[str] = set()
@@ -126,12 +141,12 @@ def validate(node: Any, path: str, known_facts: Mapping[str, str], params: Mappi
             raise ConditionError(f"{path}.{extra[0] if extra else combinators[1]}", "a combinator node takes exactly one key (all, any or not)")
         key = combinators[0]
         if key == "not":
-            return validate(node["not"], f"{path}.not", known_facts, params, item=item)
+            return validate(node["not"], f"{path}.not", known_facts, params, item=item, sink=sink)
         children = node[key]
         if not isinstance(children, list) or not children:
             raise ConditionError(f"{path}.{key}", "must be a non-empty list of conditions")
         for i, child in enumerate(children):
-            facts |= validate(child, f"{path}.{key}[{i}]", known_facts, params, item=item)
+            facts |= validate(child, f"{path}.{key}[{i}]", known_facts, params, item=item, sink=sink)
         return facts
     subject_key = "field" if item else "fact"
     other_key = "fact" if item else "field"
@@ -147,7 +162,7 @@ def validate(node: Any, path: str, known_facts: Mapping[str, str], params: Mappi
         raise ConditionError(f"{path}.{subject_key}", "must be a string")
     if not item:
         if subject not in known_facts:
-            raise ConditionError(f"{path}.fact", f"unknown fact {subject!r} (see `smtpaudit rules facts`)")
+            raise ConditionError(f"{path}.fact", f"unknown fact {shorten(subject)} (see `smtpaudit rules facts`)")
         facts.add(subject)
     ops = [k for k in node if k != subject_key]
     unknown = [k for k in ops if k not in ALL_LEAF_KEYS]
@@ -169,12 +184,12 @@ def validate(node: Any, path: str, known_facts: Mapping[str, str], params: Mappi
         return facts
     check = _EXPECTED_KIND.get(op)
     if check is not None and not check(value):
-        raise ConditionError(f"{path}.{op}", f"value {value!r} has the wrong type for {op}")
+        raise ConditionError(f"{path}.{op}", f"value {shorten(value)} has the wrong type for {op}")
     if op == "matches":
         try:
-            re.compile(value)
-        except re.error as exc:
-            raise ConditionError(f"{path}.matches", f"invalid regular expression: {exc}") from None
+            regex.compile_pattern(value)
+        except RegexError as exc:
+            raise ConditionError(f"{path}.matches", f"regular expression {shorten(value)} {exc}") from None
     if op == "version_in":
         try:
             for r in _as_list(value):
@@ -191,6 +206,9 @@ class Evaluation:
     value: bool | None
     used: dict[str, Any] = field(default_factory=dict)
     missing: set[str] = field(default_factory=set)
+    # Leaves that could not be computed within their bounds (a regex over oversized text):
+    # unknown, like an absent fact, and the reason the rule is not evaluated.
+    errors: list[str] = field(default_factory=list)
 
 
 def _lookup(source: Mapping[str, Any], key: str) -> Any:
@@ -242,5 +260,8 @@ def _eval(node: Mapping[str, Any], source: Mapping[str, Any], params: Mapping[st
         return any(results) if op == "any_item" else (bool(results) and all(results))
     try:
         return bool(LEAF_OPS[op](actual, expected))
+    except RegexBudgetExceeded as exc:
+        ev.errors.append(f"{key}: {exc}")
+        return None
     except TypeError:
         return False  # a fact of an unexpected shape never matches

@@ -53,6 +53,10 @@ def endpoint_status(entry: Mapping[str, Any]) -> tuple[EndpointStatus, list[dict
     facts = entry.get("facts", {})
     session = next((p for p in entry.get("probes", []) if p["probe"] == SESSION_PROBE), None)
     if session is not None and session.get("status") != ProbeStatus.OK and facts.get("smtp.greeting.code") != 220:
+        tls_seen = any(p["probe"].startswith("tls.") and p.get("status") == ProbeStatus.OK for p in entry.get("probes", []))
+        if _probe_reason(session) is Reason.TLS_HANDSHAKE and tls_seen:
+            # Implicit TLS that no client can complete: reached, its TLS judged, its SMTP never seen.
+            return EndpointStatus.INCOMPLETE, reasons
         return EndpointStatus.UNREACHABLE, reasons
     if entry.get("error") and not any(p.get("status") == ProbeStatus.OK for p in entry.get("probes", [])):
         # The orchestrator could not even start (e.g. the deadline hit before the first probe).
@@ -146,7 +150,7 @@ def _finding(rule: Rule, out: Outcome, entry: Mapping[str, Any], fact_probe: Map
         "title": rule.title,
         "severity": rule.severity,
         "score": rule.score,
-        "confidence": rule.confidence,
+        "confidence": out.confidence or rule.confidence,
         "family": rule.family,
         "tags": rule.tags,
         "message": out.message,
@@ -154,6 +158,10 @@ def _finding(rule: Rule, out: Outcome, entry: Mapping[str, Any], fact_probe: Map
         "fingerprint": finding_fingerprint(rule.id, entry["endpoint"]["id"]),
         "grade_cap": rule.grade_cap,
         "suppressed": None,
+        # Version guesses below the quality floor are listed but do not gate (engine/quality.py).
+        "detection_quality": out.detection_quality,
+        "detection_method": out.detection_method,
+        "gate": out.gate,
     }
 
 
@@ -174,7 +182,8 @@ def rescore(entry: dict[str, Any], rules: Mapping[str, Rule] | None = None) -> N
         if rules and f["rule_id"] in rules:
             f["grade_cap"] = rules[f["rule_id"]].grade_cap
     scored = [
-        ScoredFinding(f["rule_id"], f["severity"], f["confidence"], f.get("grade_cap"), f["title"])
-        for f in entry["findings"] if f.get("gate", True) is not False
+        ScoredFinding(f["rule_id"], f["severity"], f["confidence"], f.get("grade_cap"), f["title"],
+                      gate=f.get("gate", True) is not False)
+        for f in entry["findings"]
     ]
     entry["score"] = score_endpoint(scored, complete=status is EndpointStatus.COMPLETE).to_json()

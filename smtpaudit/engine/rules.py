@@ -10,13 +10,13 @@ folders hold policies, not rules.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from smtpaudit import tomlcache
 from smtpaudit.engine.conditions import ConditionError, validate
+from smtpaudit.inputs import InputError, load_toml, shorten
 from smtpaudit.engine.severity import CONFIDENCES, SEVERITIES, GRADES, severity_for_score
 
 RULE_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
@@ -66,6 +66,14 @@ class Rule:
     examples: list[dict[str, Any]] = field(default_factory=list)
     facts: frozenset[str] = frozenset()
     origin: str = "builtin"
+    # Version-based rules (engine.vulntable): how reliable a finding is (engine.quality), what the
+    # endpoint must show for the flaw to be reachable, and the active test that overrides the guess.
+    detection_quality: int | None = None
+    detection_method: str | None = None
+    detection_note: str | None = None  # why the base quality is what it is (appended to the message)
+    quality_overrides: list[dict[str, Any]] = field(default_factory=list)  # {when, quality, method, reason}; first true wins
+    requires: list[dict[str, Any]] = field(default_factory=list)  # {name, description, when}; each must hold
+    active: dict[str, Any] | None = None  # {test, probe, ran, when, quality, method, reported_by}
 
     def summary(self) -> dict[str, Any]:
         """The rule's metadata as it is recorded in reports (everything but the examples)."""
@@ -85,6 +93,9 @@ class Rule:
             "params": self.params,
             "facts": sorted(self.facts),
             "path": self.path,
+            "detection_quality": self.detection_quality,
+            "requires": [r["name"] for r in self.requires],
+            "active_test": self.active["test"] if self.active else None,
         }
 
 
@@ -114,91 +125,120 @@ def _type_error(path: Path, key: str, want: str) -> RuleError:
 
 
 def parse_rule(data: Mapping[str, Any], path: Path, known_facts: Mapping[str, str], *, family: str, origin: str) -> Rule:
-    """Validate one rule's data; raise RuleError naming the first bad key."""
+    """Validate one rule's data; raise RuleError naming the first bad key (``all_errors``: every one)."""
+    rule, errors = check_rule(data, path, known_facts, family=family, origin=origin)
+    if errors:
+        raise errors[0]
+    assert rule is not None
+    return rule
+
+
+def check_rule(data: Mapping[str, Any], path: Path, known_facts: Mapping[str, str], *, family: str, origin: str) -> tuple[Rule | None, list[RuleError]]:
+    """Validate one rule's data and return it, or None and every problem found (each naming file and key).
+
+    Sections are checked independently so that one pass lists every problem of the file; a
+    section whose prerequisites are broken (e.g. ``when`` when ``params`` is not a table) is skipped."""
+    errs: list[RuleError] = []
     for key in data:
         if key not in _TOP_KEYS:
-            raise RuleError(path, key, f"unknown key (allowed: {', '.join(_TOP_KEYS)})")
-    # Wrong values of keys that are present say more than keys that are missing: report them first.
+            errs.append(RuleError(path, key, f"unknown key (allowed: {', '.join(_TOP_KEYS)})"))
+    bad_type: set[str] = set()
     for key, (required, types, want) in _TOP_KEYS.items():
         if key in data and (not isinstance(data[key], types) or isinstance(data[key], bool)):
-            raise _type_error(path, key, want)
-    if data.get("severity", SEVERITIES[0]) not in SEVERITIES:
-        raise _type_error(path, "severity", _TOP_KEYS["severity"][2])
-    if data.get("confidence", CONFIDENCES[0]) not in CONFIDENCES:
-        raise _type_error(path, "confidence", _TOP_KEYS["confidence"][2])
+            errs.append(_type_error(path, key, want))
+            bad_type.add(key)
+    for key in ("severity", "confidence"):
+        allowed = SEVERITIES if key == "severity" else CONFIDENCES
+        if key in data and key not in bad_type and data[key] not in allowed:
+            errs.append(_type_error(path, key, _TOP_KEYS[key][2]))
+            bad_type.add(key)
     for key, (required, types, want) in _TOP_KEYS.items():
         if required and key not in data:
-            raise RuleError(path, key, f"missing required key ({want})")
-    rid = data["id"]
-    if not RULE_ID.match(rid):
-        raise RuleError(path, "id", f"{rid!r} is not kebab-case (a-z, 0-9, single hyphens)")
-    if path.suffix == ".toml" and path.stem != rid and origin != "generated":
-        raise RuleError(path, "id", f"{rid!r} must equal the file name {path.stem!r}")
-    if data["severity"] not in SEVERITIES:
-        raise _type_error(path, "severity", _TOP_KEYS["severity"][2])
-    if data["confidence"] not in CONFIDENCES:
-        raise _type_error(path, "confidence", _TOP_KEYS["confidence"][2])
-    score = float(data["score"])
-    if severity_for_score(score) != data["severity"]:
-        raise RuleError(path, "score", f"{score} is outside the {data['severity']} band (critical 9.1-10, high 7.0-8.9, medium 4.0-6.9, low 0.1-3.9, info 0)")
-    if "grade_cap" in data and data["grade_cap"] not in GRADES:
-        raise _type_error(path, "grade_cap", _TOP_KEYS["grade_cap"][2])
-    tags = data.get("tags", [])
+            errs.append(RuleError(path, key, f"missing required key ({want})"))
+            bad_type.add(key)
+    ok = lambda *keys: not any(k in bad_type for k in keys)  # noqa: E731
+    rid = data.get("id") if ok("id") else None
+    if rid is not None:
+        if not RULE_ID.match(rid):
+            errs.append(RuleError(path, "id", f"{shorten(rid)} is not kebab-case (a-z, 0-9, single hyphens)"))
+        elif path.suffix == ".toml" and path.stem != rid and origin != "generated":
+            errs.append(RuleError(path, "id", f"{shorten(rid)} must equal the file name {path.stem!r}"))
+    score = float(data["score"]) if ok("score") else 0.0
+    if ok("score", "severity") and severity_for_score(score) != data["severity"]:
+        errs.append(RuleError(path, "score", f"{score} is outside the {data['severity']} band (critical 9.1-10, high 7.0-8.9, medium 4.0-6.9, low 0.1-3.9, info 0)"))
+    if "grade_cap" in data and ok("grade_cap") and data["grade_cap"] not in GRADES:
+        errs.append(_type_error(path, "grade_cap", _TOP_KEYS["grade_cap"][2]))
+    tags = data.get("tags", []) if ok("tags") else []
     if not all(isinstance(t, str) for t in tags):
-        raise _type_error(path, "tags", "array of strings")
-    rem = data["remediation"]
+        errs.append(_type_error(path, "tags", "array of strings"))
+    rem = data["remediation"] if ok("remediation") else {}
     for k, v in rem.items():
         if k not in _REMEDIATION_KEYS:
-            raise RuleError(path, f"remediation.{k}", f"unknown key (allowed: {', '.join(_REMEDIATION_KEYS)})")
-        if not isinstance(v, str):
-            raise _type_error(path, f"remediation.{k}", "string")
-    if "summary" not in rem:
-        raise RuleError(path, "remediation.summary", "missing required key (string)")
-    refs = data["references"]
-    if not refs:
-        raise RuleError(path, "references", "at least one reference is required")
+            errs.append(RuleError(path, f"remediation.{k}", f"unknown key (allowed: {', '.join(_REMEDIATION_KEYS)})"))
+        elif not isinstance(v, str):
+            errs.append(_type_error(path, f"remediation.{k}", "string"))
+    if ok("remediation") and "summary" not in rem:
+        errs.append(RuleError(path, "remediation.summary", "missing required key (string)"))
+    refs = data["references"] if ok("references") else []
+    if ok("references") and not refs:
+        errs.append(RuleError(path, "references", "at least one reference is required"))
     for i, ref in enumerate(refs):
         if not isinstance(ref, dict) or set(ref) - {"title", "url"} or not isinstance(ref.get("title"), str):
-            raise RuleError(path, f"references[{i}]", "expected a table with title (string) and optional url (string)")
-        if "url" in ref and not (isinstance(ref["url"], str) and ref["url"].startswith(("https://", "http://"))):
-            raise RuleError(path, f"references[{i}].url", "expected an http(s) URL")
-    applies = data.get("applies_to", {})
+            errs.append(RuleError(path, f"references[{i}]", "expected a table with title (string) and optional url (string)"))
+        elif "url" in ref and not (isinstance(ref["url"], str) and ref["url"].startswith(("https://", "http://"))):
+            errs.append(RuleError(path, f"references[{i}].url", "expected an http(s) URL"))
+    applies = data.get("applies_to", {}) if ok("applies_to") else {}
     for k, v in applies.items():
         allowed = {"roles": ALL_ROLES, "modes": MODES}.get(k)
         if allowed is None:
-            raise RuleError(path, f"applies_to.{k}", "unknown key (allowed: roles, modes)")
-        if not isinstance(v, list) or not v or any(x not in allowed for x in v):
-            raise RuleError(path, f"applies_to.{k}", f"expected a non-empty array of {', '.join(allowed)}")
-    params = dict(data.get("params", {}))
-    try:
-        facts = validate(data["when"], "when", known_facts, params)
-    except ConditionError as exc:
-        raise RuleError(path, exc.path, exc.message) from None
-    message = data.get("message")
+            errs.append(RuleError(path, f"applies_to.{k}", "unknown key (allowed: roles, modes)"))
+        elif not isinstance(v, list) or not v or any(x not in allowed for x in v):
+            errs.append(RuleError(path, f"applies_to.{k}", f"expected a non-empty array of {', '.join(allowed)}"))
+    params = dict(data.get("params", {})) if ok("params") else {}
+    facts: set[str] = set()
+    if ok("when", "params"):
+        cond_errors: list[ConditionError] = []
+        facts = validate(data["when"], "when", known_facts, params, sink=cond_errors)
+        errs.extend(RuleError(path, exc.path, exc.message) for exc in cond_errors)
+    message = data.get("message") if ok("message") else None
     if message:
         for name in re.findall(r"\{([^{}]+)\}", message):
             if name.startswith("param:"):
                 if name[6:] not in params:
-                    raise RuleError(path, "message", f"placeholder {{{name}}} names no parameter")
+                    errs.append(RuleError(path, "message", f"placeholder {{{shorten(name)[1:-1]}}} names no parameter"))
             elif name not in known_facts:
-                raise RuleError(path, "message", f"placeholder {{{name}}} names no known fact")
-    examples = data["examples"]
+                errs.append(RuleError(path, "message", f"placeholder {{{shorten(name)[1:-1]}}} names no known fact"))
+    examples = data["examples"] if ok("examples") else []
+    good_examples = True
     for i, ex in enumerate(examples):
         if not isinstance(ex, dict) or set(ex) - {"expect", "facts", "nulls", "params", "note"}:
-            raise RuleError(path, f"examples[{i}]", "expected a table with expect, facts and optional nulls, params, note")
+            errs.append(RuleError(path, f"examples[{i}]", "expected a table with expect, facts and optional nulls, params, note"))
+            good_examples = False
+            continue
         if ex.get("expect") not in EXPECTS:
-            raise RuleError(path, f"examples[{i}].expect", f"expected one of {', '.join(EXPECTS)}")
+            errs.append(RuleError(path, f"examples[{i}].expect", f"expected one of {', '.join(EXPECTS)}"))
+            good_examples = False
         if not isinstance(ex.get("facts"), dict):
-            raise RuleError(path, f"examples[{i}].facts", "expected a table of fact values")
+            errs.append(RuleError(path, f"examples[{i}].facts", "expected a table of fact values"))
+            good_examples = False
+            continue
+        if "params" in ex and not isinstance(ex["params"], dict):
+            errs.append(RuleError(path, f"examples[{i}].params", "expected a table of parameter values"))
+            good_examples = False
         nulls = ex.get("nulls", [])
         if not isinstance(nulls, list) or not all(isinstance(n, str) for n in nulls):
-            raise RuleError(path, f"examples[{i}].nulls", "expected an array of fact names whose value is null (TOML has no null)")
+            errs.append(RuleError(path, f"examples[{i}].nulls", "expected an array of fact names whose value is null (TOML has no null)"))
+            good_examples = False
+            nulls = []
         for name in [*ex["facts"], *nulls]:
             if name not in known_facts:
-                raise RuleError(path, f"examples[{i}].facts.{name}", "unknown fact")
-    expects = {ex["expect"] for ex in examples}
-    if origin != "generated" and not {"finding", "pass"} <= expects:
-        raise RuleError(path, "examples", "needs at least one example with expect = \"finding\" and one with expect = \"pass\"")
+                errs.append(RuleError(path, f"examples[{i}].facts.{name}", "unknown fact"))
+    if good_examples and ok("examples"):
+        expects = {ex["expect"] for ex in examples}
+        if origin != "generated" and not {"finding", "pass"} <= expects:
+            errs.append(RuleError(path, "examples", "needs at least one example with expect = \"finding\" and one with expect = \"pass\""))
+    if errs:
+        return None, errs
     return Rule(
         id=rid,
         title=data["title"],
@@ -220,7 +260,7 @@ def parse_rule(data: Mapping[str, Any], path: Path, known_facts: Mapping[str, st
         examples=examples,
         facts=frozenset(facts),
         origin=origin,
-    )
+    ), []
 
 
 def load_directory(directory: Path, known_facts: Mapping[str, str], *, origin: str) -> tuple[list[Rule], list[RuleError]]:
@@ -238,12 +278,9 @@ def load_directory(directory: Path, known_facts: Mapping[str, str], *, origin: s
             continue
         family = rel.parts[0] if len(rel.parts) > 1 else "general"
         try:
-            data = tomlcache.load(path)
-        except tomllib.TOMLDecodeError as exc:
-            errors.append(RuleError(path, "", f"not valid TOML: {exc}"))
-            continue
-        except (OSError, UnicodeDecodeError) as exc:
-            errors.append(RuleError(path, "", f"cannot read: {exc}"))
+            data = load_toml(path, what="rule file")
+        except InputError as exc:
+            errors.extend(RuleError(path, p.where, p.message) for p in exc.problems)
             continue
         try:
             if "vulnerability" in data:
@@ -251,7 +288,9 @@ def load_directory(directory: Path, known_facts: Mapping[str, str], *, origin: s
             elif "fingerprint" in data:
                 continue
             else:
-                loaded = [parse_rule(data, path, known_facts, family=family, origin=origin)]
+                rule, problems = check_rule(data, path, known_facts, family=family, origin=origin)
+                errors.extend(problems)
+                loaded = [rule] if rule is not None else []
         except RuleError as exc:
             errors.append(exc)
             continue

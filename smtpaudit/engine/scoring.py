@@ -11,6 +11,8 @@ Formula (printed in reports):
   only a complete endpoint (every planned probe finished) is graded: an incomplete or unreachable
   endpoint has no score and no grade, because what was not seen cannot be scored as good.
   findings accepted by a baseline still count: a baseline changes the gate (exit code), not the grade.
+  findings with "gate": false (a version guess below detection quality 70, e.g. a banner version of
+  software distributions backport; engine/quality.py) are listed but count for neither score nor caps.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class ScoredFinding:
     confidence: str
     grade_cap: str | None = None
     title: str = ""
+    gate: bool = True  # False: listed, but kept out of score and caps (engine/quality.py)
 
 
 @dataclass
@@ -60,7 +63,7 @@ def worse(a: str, b: str) -> str:
 
 
 def score_endpoint(findings: Iterable[ScoredFinding], *, complete: bool = True) -> Score:
-    findings = list(findings)
+    findings = [f for f in findings if f.gate]
     penalty = sum(WEIGHTS[f.severity] * CONFIDENCE_FACTOR[f.confidence] for f in findings)
     value = max(0, round(100 - penalty))
     grade = grade_for(value, only_info=all(f.severity == "info" for f in findings))

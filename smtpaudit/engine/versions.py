@@ -13,7 +13,9 @@ from __future__ import annotations
 import re
 from functools import total_ordering
 
-_TOKEN = re.compile(r"\d+|[A-Za-z]+")
+_TOKEN = re.compile(r"[0-9]+|[A-Za-z]+")  # ASCII only: int() of "٣" is 3
+MAX_VERSION_TEXT = 200  # versions come from server banners: bounded work per string
+MAX_NUMBER = 18  # digits per numeric segment; int() of thousands of digits is slow or raises
 _TERM = re.compile(r"^\s*(<=|>=|==|=|<|>)\s*([0-9][0-9A-Za-z.\-_+~]*)\s*$")
 
 
@@ -26,11 +28,13 @@ class Version:
     """A comparable version; construct from the string a server printed."""
 
     def __init__(self, text: str) -> None:
+        if len(text) > MAX_VERSION_TEXT:
+            raise VersionError(f"not a version: {text[:40]!r}... ({len(text)} characters)")
         core = text.strip().split("/", 1)[0]
         if core[:1] in ("V", "v"):
             core = core[1:]
         tokens = _TOKEN.findall(core)
-        if not tokens or not tokens[0].isdigit():
+        if not tokens or not tokens[0].isdigit() or any(len(t) > MAX_NUMBER for t in tokens):
             raise VersionError(f"not a version: {text!r}")
         self.text = text
         key = [(1, int(t)) if t.isdigit() else (0, t.lower()) for t in tokens]

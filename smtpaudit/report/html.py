@@ -196,9 +196,10 @@ def report_view(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def render(report: dict[str, Any]) -> str:
-    """The HTML page of a scan report."""
-    return environment().get_template("report.html.j2").render(**report_view(report))
+def render(report: dict[str, Any], history: dict[str, Any] | None = None) -> str:
+    """The HTML page of a scan report; ``history`` is the view data of the history section
+    (built by smtpaudit.history.render from the history database), drawn by _history.html.j2."""
+    return environment().get_template("report.html.j2").render(**report_view(report), history=history)
 
 
 def write_fleet_index(skeleton: dict[str, Any], out: Any, *, files: dict[str, str] | None = None, link_ext: str | None = None) -> None:

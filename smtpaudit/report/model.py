@@ -10,12 +10,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from smtpaudit.inputs import InputError, load_report
+
 SCHEMA_PATH = Path(__file__).with_name("report-schema.json")
 SUPPORTED_SCHEMA_VERSIONS = ("1.0",)
 
 
-class ReportError(ValueError):
-    """A saved report cannot be used; the message says which file and why."""
+# A saved report that cannot be used: the message names the file and the JSON pointer.
+ReportError = InputError
 
 
 def schema() -> dict[str, Any]:
@@ -27,18 +29,5 @@ def dumps(report: dict[str, Any]) -> str:
 
 
 def load(path: str | Path) -> dict[str, Any]:
-    """Read a saved report and check the parts every consumer relies on."""
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ReportError(f"cannot read report {str(p)!r}: {exc.strerror or exc}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ReportError(f"{p}: not a JSON report ({exc})") from None
-    if not isinstance(data, dict) or data.get("tool", {}).get("name") != "smtpaudit":
-        raise ReportError(f"{p}: not an smtpaudit report")
-    if data.get("schema_version") not in SUPPORTED_SCHEMA_VERSIONS:
-        raise ReportError(f"{p}: report schema_version {data.get('schema_version')!r} is not supported (supported: {', '.join(SUPPORTED_SCHEMA_VERSIONS)})")
-    if not isinstance(data.get("endpoints"), list):
-        raise ReportError(f"{p}: report has no endpoints list")
-    return data
+    """Read a saved report, validated against ``report-schema.json`` (size and depth bounded)."""
+    return load_report(path)

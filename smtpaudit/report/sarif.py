@@ -345,11 +345,14 @@ def _render(
     for item in baseline.get("unused", []):
         config_notes.append(_notification("baseline-unused", "note", f"baseline {baseline.get('path')}: entry {item['entry']} ({item['rule']} on {item['endpoint']}) matched no finding", None, None))
 
+    interrupted = report.get("interrupted")
+    if interrupted:
+        exec_notes.append(_notification("scan-interrupted", "error", f"scan interrupted by {interrupted['signal']}: {interrupted['endpoints_finished']} endpoint(s) finished, {len(interrupted['not_finished'])} target(s) not scanned", None, interrupted.get("at")))
     not_complete = sum(1 for e in report["endpoints"] if EndpointStatus.coerce(e.get("status")) is not EndpointStatus.COMPLETE)
     failed = report["summary"].get("unreachable", report["summary"].get("failed", 0))
     invocation: dict[str, Any] = {
         # Endpoints not fully scanned make the run unsuccessful, exactly as they make the exit code 3.
-        "executionSuccessful": not_complete == 0,
+        "executionSuccessful": not_complete == 0 and not interrupted,
         "startTimeUtc": report["started"],
         "endTimeUtc": report["finished"],
         "commandLine": " ".join(["smtpaudit", *report.get("invocation", {}).get("argv", [])]),

@@ -18,6 +18,10 @@ def render(report: dict[str, Any], out: TextIO) -> None:
     not_complete = s.get("incomplete", s.get("partial", 0)) + s.get("unreachable", s.get("failed", 0))
     out.write(f"smtpaudit {report['tool']['version']}: {s['endpoints']} endpoint(s), {not_complete} not fully scanned, "
               f"rules: {report['ruleset']['count']} (policy {report['ruleset']['policy'].get('id')})\n")
+    stop = report.get("interrupted")
+    if stop:
+        out.write(f"INTERRUPTED by {stop['signal']}: {stop['endpoints_finished']} endpoint(s) finished, "
+                  f"{len(stop['not_finished'])} target(s) not scanned\n")
     for entry in report["endpoints"]:
         ep = entry["endpoint"]
         out.write("\n")

@@ -1,7 +1,7 @@
 """pytest fixtures for the real-server lab; load with `pytest_plugins = ["tests.lab.fixtures"]`.
 
 Session-scoped, started lazily (only when a test asks) and stopped at session end:
-`postfix_hardened`, `postfix_insecure`, `exim_secure`, `exim_insecure`, `opensmtpd` (each a
+`postfix_hardened`, `postfix_insecure`, `exim_secure`, `exim_insecure`, `opensmtpd`, `opensmtpd_insecure` (each a
 `tests.lab.server.LabServer`), plus `lab` (the `tests.lab.mta.Lab` holding them) and
 `lab_reconfigure` (restart an instance with changed parameters, restored after the test).
 
@@ -112,6 +112,11 @@ def exim_insecure(lab: Lab) -> LabServer:
 @pytest.fixture(scope="session")
 def opensmtpd(lab: Lab) -> LabServer:
     return start_instance(lab, "opensmtpd")
+
+
+@pytest.fixture(scope="session")
+def opensmtpd_insecure(lab: Lab) -> LabServer:
+    return start_instance(lab, "opensmtpd-insecure")
 
 
 @pytest.fixture

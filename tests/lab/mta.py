@@ -31,6 +31,7 @@ INSTANCES: dict[str, type[LabServer]] = {
     "exim-secure": EximServer,
     "exim-insecure": EximServer,
     "opensmtpd": OpenSMTPDServer,
+    "opensmtpd-insecure": OpenSMTPDServer,
 }
 
 __all__ = ["INSTANCES", "Credentials", "Lab", "LabServer", "LabStartError", "missing_binaries"]

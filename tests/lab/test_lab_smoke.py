@@ -63,7 +63,8 @@ def client_context(srv: LabServer, version: str | None = None) -> ssl.SSLContext
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     # OpenSSL 3 refuses TLS < 1.2, SHA-1 and RSA-1024 above security level 0.
-    ctx.set_ciphers("ALL:@SECLEVEL=0")
+    # An anonymous-only server (the insecure OpenSMTPD) completes nothing else: offer only those.
+    ctx.set_ciphers("aNULL:@SECLEVEL=0" if version and srv.expect.get("tls_anonymous_only") else "ALL:@SECLEVEL=0")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # TLSv1/TLSv1_1 enum members
         ctx.minimum_version = _VERSIONS[version] if version else ssl.TLSVersion.TLSv1

@@ -94,9 +94,9 @@ def test_placeholder_justifications_are_warned_about(tmp_path, two_endpoint_repo
 @pytest.mark.parametrize("content,message", [
     ('version = 1\n[[accept]]\nrule = "x"\nendpoint = "*"\n', "justification: required"),
     ('version = 1\n[[accept]]\nrule = "x"\nendpoint = "*"\njustification = "j"\nexpires = "soon"\n', "is not a date"),
-    ('version = 1\n[[accept]]\nrule = "x"\nendpoint = "*"\njustification = "j"\nendpoints = "y"\n', "unknown key(s) endpoints"),
+    ('version = 1\n[[accept]]\nrule = "x"\nendpoint = "*"\njustification = "j"\nendpoints = "y"\n', "accept[1].endpoints: unknown key"),
     ('version = 2\n', "version 2 is not supported"),
-    ('version = [\n', "not a TOML baseline"),
+    ('version = [\n', "not valid TOML"),
 ])
 def test_bad_baselines_are_usage_errors(tmp_path, capsys, two_endpoint_report, content, message):
     report, _, _ = two_endpoint_report

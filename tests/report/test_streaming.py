@@ -138,3 +138,20 @@ def test_reports_are_read_back_one_entry_at_a_time_and_merged_like_in_memory(tmp
         spool.cleanup()
     expected = fleet.merge_reports([model.load(p) for p in shards])
     assert json.loads(out.getvalue()) == json.loads(model.dumps(expected))
+
+
+def test_cli_report_streams_large_inputs_with_the_same_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from smtpaudit import cli
+
+    report = model.load(SAMPLE)
+    half = len(report["endpoints"]) // 2
+    shards = []
+    for i, part in enumerate((report["endpoints"][:half], report["endpoints"][half:])):
+        path = tmp_path / f"shard-{i}.json"
+        path.write_text(model.dumps({**report, "endpoints": part}))
+        shards.append(path)
+    run_cli("report", *shards, "-o", tmp_path / "memory.json", "-q")
+    monkeypatch.setattr(cli, "STREAM_REPORTS_ABOVE", 0)  # every input counts as large: streamed
+    run_cli("report", *shards, "-o", tmp_path / "streamed.json", "-q")
+    assert (tmp_path / "streamed.json").read_text() == (tmp_path / "memory.json").read_text()
+    assert_valid_report(json.loads((tmp_path / "streamed.json").read_text()))

@@ -119,7 +119,7 @@ def test_table_schema_version(table: dict) -> None:
 REQUIRED = {"id": str, "aliases": list, "product": str, "title": str, "summary": str, "affected": list,
             "fixed": list, "cvss_source": str, "attack_surface": str, "preconditions": str,
             "verified": str, "sources": list}
-OPTIONAL = {"cvss": float, "cvss_vector": str, "notes": str}
+OPTIONAL = {"cvss": float, "cvss_vector": str, "notes": str, "requires": list, "active_test": str}
 
 
 def test_entries_have_required_keys_and_types(table: dict) -> None:
@@ -218,6 +218,15 @@ def test_products_in_table_have_fingerprints(table: dict, fingerprints: dict) ->
     ("6.8.0", "CVE-2020-35679", True), ("6.8.0p1", "CVE-2020-35679", False),
     ("9.0.0p40", "CVE-2024-45519", True), ("9.0.0p41", "CVE-2024-45519", False),
     ("4.99.2", "CVE-2026-45185", True), ("4.96", "CVE-2026-45185", False),
+    # issue 15: 4.99 introduced CVE-2025-67896 (4.98.2 is not affected); CVE-2020-7247 from OpenSMTPD 6.4.0
+    ("4.99", "CVE-2025-67896", True), ("4.98.2", "CVE-2025-67896", False), ("4.99.1", "CVE-2025-67896", False),
+    ("6.4.0", "CVE-2020-7247", True), ("6.4.0p1", "CVE-2020-7247", True), ("6.0.3", "CVE-2020-7247", False),
+    ("4.90", "CVE-2018-6789", True), ("4.90.1", "CVE-2018-6789", False),
+    ("4.92", "CVE-2019-13917", True), ("4.92.1", "CVE-2019-13917", False), ("4.84", "CVE-2019-13917", False),
+    ("4.89", "CVE-2017-16943", True), ("4.89.1", "CVE-2017-16943", False), ("4.87", "CVE-2017-16943", False),
+    ("4.96", "CVE-2026-48840", True), ("4.99.4", "CVE-2026-48840", False), ("4.87", "CVE-2026-48840", False),
+    ("3.7.11", "CVE-2026-43964", True), ("3.8.16", "CVE-2026-43964", False), ("3.10.8", "CVE-2026-43964", True),
+    ("3.11.2", "CVE-2026-43964", False), ("2.2.10", "CVE-2026-43964", False),
 ])
 def test_known_points(table: dict, version: str, cve: str, expected: bool) -> None:
     entry = next(e for e in entries(table) if e["id"] == cve)

@@ -139,3 +139,20 @@ def _lab_endpoints(lab: Any) -> Iterator[Endpoint]:
             from smtpaudit.targets import parse_target
 
             yield parse_target(item)
+
+
+@pytest.mark.lab
+def test_agreement_on_opensmtpd_no_usable_tls(sslyze: str, request: pytest.FixtureRequest) -> None:
+    """OpenSMTPD 6.8 on OpenSSL 3 selects TLS 1.2/1.3 and ~30 suites but completes nothing.
+
+    sslyze finishes its handshakes and so refuses to scan it ("could not find a TLS version and
+    cipher suite supported by the server"): we agree, no version is accepted. (Its insecure twin,
+    where only anonymous suites complete, is beyond sslyze's connectivity check, which offers
+    no anonymous suite; tests/tls/test_lab_tls_truth.py checks it against Python's ssl instead.)
+    """
+    lab = request.getfixturevalue("opensmtpd")
+    endpoint = lab.endpoints["smtp"] if isinstance(lab.endpoints, dict) else next(_lab_endpoints(lab))
+    facts = our_scan(endpoint.host, endpoint.port, False)
+    assert facts["tls.protocols.accepted"] == [] and facts["tls.protocols.selected"] == ["TLSv1.2", "TLSv1.3"]
+    with pytest.raises(RuntimeError, match="could not find a TLS version and cipher suite"):
+        run_sslyze(sslyze, endpoint.host, endpoint.port, starttls=True)

@@ -70,7 +70,7 @@ def test_targets_file_comments_lines_and_errors(tmp_path):
     assert [(e.id, e.origin_line) for e in eps] == [("mx1.example.org:25", 2), ("mail.example.org:465", 4), ("mx1.example.org:25", 5)]
     assert [e.id for e in dedupe(eps)] == ["mx1.example.org:25", "mail.example.org:465"]
     f.write_text("mx1.example.org\nhttp://nope.example\n")
-    with pytest.raises(TargetError, match=r"fleet.txt:2: .*unknown scheme"):
+    with pytest.raises(TargetError, match=r"fleet.txt: line 2: .*unknown scheme"):
         read_targets_file(f)
     with pytest.raises(TargetError, match="cannot read targets file"):
         read_targets_file(tmp_path / "missing.txt")

@@ -42,12 +42,12 @@ def parse_resolver(spec: str) -> tuple[str, int]:
             raise ResolverSpecError(f"resolver {spec!r}: unterminated '['")
         host, tail = text[1:close], text[close + 1 :]
         if tail:
-            if not tail.startswith(":") or not tail[1:].isdigit():
+            if not tail.startswith(":") or not (tail[1:].isascii() and tail[1:].isdigit()) or len(tail) > 6:
                 raise ResolverSpecError(f"resolver {spec!r}: expected [IPv6]:PORT")
             port = int(tail[1:])
     elif text.count(":") == 1:
         host, _, ptext = text.partition(":")
-        if not ptext.isdigit():
+        if not (ptext.isascii() and ptext.isdigit()) or len(ptext) > 5:
             raise ResolverSpecError(f"resolver {spec!r}: port {ptext!r} is not a number")
         port = int(ptext)
     try:

@@ -114,6 +114,7 @@ class SessionProbe:
         f["software.version"] = fp.version
         f["software.version_source"] = fp.source if fp.version else None
         f["software.evidence"] = fp.evidence
+        f["software.distribution"] = fp.distribution
 
     async def _observe(self, endpoint: Endpoint, ctx: ProbeContext, result: ProbeResult, transcript: Transcript) -> None:
         f = result.facts
@@ -139,7 +140,8 @@ class SessionProbe:
 
             help_reply = await client.command("HELP")
             f["smtp.help.code"] = help_reply.code
-            f["smtp.help.text"] = help_reply.text[:2000] if help_reply.code in (211, 214) else None
+            # Kept whatever the code: a refusal's wording identifies software too (Postfix has no HELP).
+            f["smtp.help.text"] = help_reply.text[:2000] if help_reply.code is not None else None
 
             if implicit:
                 f["smtp.auth.plaintext_probe"] = None
@@ -189,7 +191,7 @@ class SessionProbe:
         if not greeting_lines or "smtp.greeting.code" in f:
             return
         first = greeting_lines[0].text
-        code = int(first[:3]) if first[:3].isdigit() else None
+        code = int(first[:3]) if first[:3].isascii() and first[:3].isdigit() else None
         # The greeting reply: all leading S lines with the first line's code.
         texts = []
         final = False

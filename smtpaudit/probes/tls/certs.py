@@ -11,8 +11,9 @@ import ipaddress
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
 from cryptography.x509.oid import ExtensionOID, NameOID
 
 
@@ -56,6 +57,14 @@ def name_matches(host: str, dns_names: list[str], ips: list[str]) -> bool:
             if rest == pattern[2:] and head and rest.count(".") >= 1:
                 return True
     return False
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
 
 
 def key_info(cert: x509.Certificate) -> tuple[str, int | None, str | None]:
@@ -134,15 +143,12 @@ def analyse(
     now = now or dt.datetime.now(dt.timezone.utc)
     certs, errors = load_chain(ders)
     f: dict[str, Any] = {"tls.cert.parse_errors": errors}
-    f["tls.cert.chain_pem"] = [c.public_bytes(serialization.Encoding.PEM).decode("ascii") for c in certs]
     f["tls.cert.chain_length"] = len(ders)
     if not certs:
-        for k in ("subject", "issuer", "not_before", "not_after", "days_left", "expired", "not_yet_valid", "self_signed",
-                  "san", "matches_host", "matches_banner", "wildcard", "key_type", "key_bits", "key_curve",
-                  "signature_hash", "signature_algorithm", "chain_order_ok", "weak_signature_in_chain",
-                  "trusted", "verify_error", "sha256"):
-            f[f"tls.cert.{k}"] = None
+        # Nothing to judge: the certificate facts stay absent (rules "not evaluated"), never null
+        # (a null would make "expired = true" read as false and the rule pass).
         return f
+    f["tls.cert.chain_pem"] = [c.public_bytes(serialization.Encoding.PEM).decode("ascii") for c in certs]
     leaf = certs[0]
     f["tls.cert.subject"] = leaf.subject.rfc4514_string()
     f["tls.cert.issuer"] = leaf.issuer.rfc4514_string()
@@ -156,6 +162,13 @@ def analyse(
     dns, ips = _names(leaf)
     f["tls.cert.san"] = dns + ips
     f["tls.cert.matches_host"] = name_matches(host, dns, ips)
+    # The names a client could rightly check: the scanned name; for an IP target (no name given)
+    # also the names the server gives for itself, since a sender reached it under one of those.
+    tried = [host] + (banner_names if _is_ip(host) else [])
+    fits = [n for n in tried if name_matches(n, dns, ips)]
+    f["tls.cert.names_tried"] = tried
+    f["tls.cert.matched_name"] = fits[0] if fits else None
+    f["tls.cert.matches_any"] = bool(fits)
     usable = [n for n in banner_names if n]
     f["tls.cert.matches_banner"] = all(name_matches(n, dns, ips) for n in usable) if usable else None
     f["tls.cert.wildcard"] = any(n.startswith("*.") for n in dns)
@@ -188,8 +201,46 @@ def analyse(
 
 
 def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """The issuer's key verifies the certificate's signature, whatever its hash (SHA-1 and MD5
+    included: ``verify_directly_issued_by`` refuses those by policy, which is not the question)."""
     try:
         cert.verify_directly_issued_by(issuer)
         return True
-    except (ValueError, TypeError, Exception):  # noqa: BLE001 - InvalidSignature and unsupported keys
+    except Exception:  # noqa: BLE001 - InvalidSignature, unsupported hash or key: check by hand below
+        pass
+    try:
+        key = issuer.public_key()
+        sig, tbs = cert.signature, cert.tbs_certificate_bytes
+        h = cert.signature_hash_algorithm
+        if isinstance(key, rsa.RSAPublicKey):
+            pad = cert.signature_algorithm_parameters
+            key.verify(sig, tbs, pad if pad is not None else padding.PKCS1v15(), h)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(sig, tbs, ec.ECDSA(h))
+        elif isinstance(key, dsa.DSAPublicKey):
+            key.verify(sig, tbs, h)
+        elif isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+            key.verify(sig, tbs)
+        else:
+            return _self_issued_by_ids(cert, issuer)
+        return True
+    except InvalidSignature:
         return False
+    except Exception:  # noqa: BLE001 - a hash this library cannot compute (MD2, MD4): fall back to key ids
+        return _self_issued_by_ids(cert, issuer)
+
+
+def _self_issued_by_ids(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Without a checkable signature: same names and the authority key id (if any) is the
+    issuer's own subject key id."""
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        aki = cert.extensions.get_extension_for_oid(ExtensionOID.AUTHORITY_KEY_IDENTIFIER).value.key_identifier
+    except (x509.ExtensionNotFound, ValueError):
+        return True
+    try:
+        ski = issuer.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_KEY_IDENTIFIER).value.digest
+    except (x509.ExtensionNotFound, ValueError):
+        return True
+    return aki is None or aki == ski

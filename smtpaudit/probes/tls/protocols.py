@@ -1,6 +1,10 @@
 """The ``tls.protocols`` probe: protocol versions, cipher suites, preference, groups, DH sizes,
-secure renegotiation, compression and TLS_FALLBACK_SCSV, all from hand-made hellos.
+secure renegotiation, compression and TLS_FALLBACK_SCSV, from hand-made hellos, confirmed by
+real handshakes.
 
+A ServerHello only says what the server *selected*. Each (version, suite class) it selected is
+then finished once with OpenSSL (``scanner.confirm``): only what completes is reported as
+accepted; what was selected and then failed is kept apart as evidence (``tls.handshake.*``).
 Turns ``scanner.TlsScanner`` results into the facts declared in
 ``smtpaudit/facts/tls.protocols.toml``. Observes only; the rules in ``rules/tls/`` judge.
 """
@@ -10,19 +14,25 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar, Mapping
 
+from smtpaudit.outcomes import ProbeStatus, Reason
 from smtpaudit.probes.base import ProbeContext, ProbeResult
 from smtpaudit.probes.smtp.client import Transcript
 from smtpaudit.probes.tls.connect import SmtpTlsConnector, sni_for, starttls_unavailable
+from smtpaudit.probes.tls import handshake
 from smtpaudit.probes.tls.registry import PROTOCOLS, Registry, load_registry
-from smtpaudit.probes.tls.scanner import ProtocolResult, ScanConfig, TlsScanner
+from smtpaudit.probes.tls.scanner import Confirmation, ProtocolResult, ScanConfig, TlsScanner, suite_class
 from smtpaudit.targets import Endpoint
 
 FACTS = (
     "tls.available",
+    "tls.protocols.selected",
     "tls.protocols.accepted",
+    "tls.protocols.handshake_failed",
+    "tls.protocols.confirmation",
     "tls.protocols.rejected",
     "tls.protocols.undetermined",
     "tls.protocols.best",
+    "tls.protocols.deprecated",
     "tls.protocols.detail",
     "tls.suites.accepted",
     "tls.suites.names",
@@ -30,6 +40,13 @@ FACTS = (
     "tls.suites.preference",
     "tls.suites.flags",
     "tls.suites.tls12_aead",
+    "tls.suites.tls12_authenticated_aead",
+    "tls.suites.anonymous",
+    "tls.suites.anonymous_only",
+    "tls.handshake.failed",
+    "tls.handshake.failures",
+    "tls.handshake.confirmations",
+    "tls.handshake.summary",
     "tls.suites.forward_secrecy",
     "tls.groups.tls13",
     "tls.groups.tls12",
@@ -57,6 +74,54 @@ def scan_config(endpoint: Endpoint, ctx: ProbeContext) -> ScanConfig:
     )
 
 
+def judge_confirmations(
+    reg: Registry, results: Mapping[str, ProtocolResult], confirmations: list[Confirmation]
+) -> tuple[dict[tuple[str, int], str], dict[str, str]]:
+    """Pure: what each selected suite and protocol turned out to be once handshakes were finished.
+
+    Returns ``(suite_status, protocol_status)``. A suite is ``handshake`` (its class completed at
+    its protocol), ``inferred`` (its class could not be tried here, SSLv2/SSLv3 or no local
+    OpenSSL support, but the same class completed at another version or another class completed
+    at this one), ``failed`` (its class was selected and the handshake then failed) or
+    ``unconfirmed`` (no decision: timeouts, connection errors). A protocol is ``handshake`` /
+    ``inferred`` when one of its suites is, ``failed`` when every tried class failed, else
+    ``unconfirmed``.
+    """
+    by_key = {(c.protocol, c.kx, c.auth): c for c in confirmations}
+    completed_classes = {(c.kx, c.auth) for c in confirmations if c.completed}
+    completed_protocols = {c.protocol for c in confirmations if c.completed}
+    suite_status: dict[tuple[str, int], str] = {}
+    protocol_status: dict[str, str] = {}
+    for p, r in results.items():
+        if not r.accepted:
+            continue
+        states: list[str] = []
+        for code in r.suites:
+            kx, auth = suite_class(reg, p, code)
+            c = by_key.get((p, kx, auth))
+            if c is None:
+                st = "unconfirmed"
+            elif c.completed:
+                st = "handshake"
+            elif c.outcome == handshake.FAILED:
+                st = "failed"
+            elif c.outcome == handshake.LOCAL and (p in completed_protocols or (kx, auth) in completed_classes):
+                st = "inferred"
+            else:
+                st = "unconfirmed"
+            suite_status[(p, code)] = st
+            states.append(st)
+        if "handshake" in states:
+            protocol_status[p] = "handshake"
+        elif "inferred" in states:
+            protocol_status[p] = "inferred"
+        elif states and all(st == "failed" for st in states):
+            protocol_status[p] = "failed"
+        else:
+            protocol_status[p] = "unconfirmed"
+    return suite_status, protocol_status
+
+
 def facts_from_scan(
     reg: Registry,
     results: Mapping[str, ProtocolResult],
@@ -66,15 +131,33 @@ def facts_from_scan(
     compression: bool | None,
     fallback: bool | None,
     errors: list[str],
+    confirmations: list[Confirmation] | None = None,
 ) -> dict[str, Any]:
-    """Pure: scanner results -> facts. Kept separate so it is tested without a network."""
+    """Pure: scanner results -> facts. Kept separate so it is tested without a network.
+
+    Support is claimed only from completed handshakes (``confirmations``); what the server only
+    selected in a ServerHello is kept apart (``tls.protocols.selected``, ``tls.handshake.*``).
+    ``confirmations=None`` trusts the ServerHellos (codec tests without a real handshake).
+    """
     f: dict[str, Any] = {}
-    accepted = [p for p in PROTOCOLS if p in results and results[p].accepted is True]
+    selected = [p for p in PROTOCOLS if p in results and results[p].accepted is True]
+    if confirmations is None:
+        suite_status = {(p, c): "handshake" for p in selected for c in results[p].suites}
+        protocol_status = {p: "handshake" for p in selected}
+    else:
+        suite_status, protocol_status = judge_confirmations(reg, results, confirmations)
+    accepted = [p for p in selected if protocol_status.get(p) in ("handshake", "inferred")]
+    failed = [p for p in selected if protocol_status.get(p) == "failed"]
+    unconfirmed = [p for p in selected if protocol_status.get(p) == "unconfirmed"]
+    f["tls.protocols.selected"] = selected
     f["tls.protocols.accepted"] = accepted
+    f["tls.protocols.handshake_failed"] = failed
     f["tls.protocols.rejected"] = [p for p in PROTOCOLS if p in results and results[p].accepted is False]
-    f["tls.protocols.undetermined"] = [p for p in PROTOCOLS if p in results and results[p].accepted is None]
+    f["tls.protocols.undetermined"] = [p for p in PROTOCOLS if p in results and results[p].accepted is None] + unconfirmed
     f["tls.protocols.best"] = accepted[-1] if accepted else None
+    f["tls.protocols.deprecated"] = [p for p in accepted if p in ("TLSv1.0", "TLSv1.1")]
     f["tls.protocols.detail"] = {p: r.detail for p, r in results.items()}
+    f["tls.protocols.confirmation"] = {p: protocol_status[p] for p in selected}
     f["tls.available"] = bool(accepted) if accepted or not f["tls.protocols.undetermined"] else None
 
     items: list[dict[str, Any]] = []
@@ -89,10 +172,14 @@ def facts_from_scan(
         by_protocol[p] = []
         preference[p] = r.preference
         for order, code in enumerate(r.suites):
+            status = suite_status.get((p, code))
+            if status not in ("handshake", "inferred"):
+                continue
             suite = lookup.get(code)
             item: dict[str, Any] = suite.to_json() if suite else {"code": f"0x{code:04X}", "name": f"UNKNOWN_0x{code:04X}", "flags": []}
             item["protocol"] = p
             item["server_order"] = order if r.preference == "server" else None
+            item["confirmed"] = status
             kx = r.kx.get(code)
             item["dh_bits"] = kx.dh_bits if kx else None
             item["curve"] = reg.group_name(kx.curve) if kx and kx.curve is not None else None
@@ -108,15 +195,40 @@ def facts_from_scan(
     f["tls.suites.by_protocol"] = by_protocol
     f["tls.suites.preference"] = preference
     f["tls.suites.flags"] = sorted(flags)
-    if "TLSv1.2" in accepted:
-        f["tls.suites.tls12_aead"] = any("aead" in i["flags"] for i in items if i["protocol"] == "TLSv1.2")
-    else:
-        f["tls.suites.tls12_aead"] = None
+    tls12 = [i for i in items if i["protocol"] == "TLSv1.2"]
+    f["tls.suites.tls12_aead"] = any("aead" in i["flags"] for i in tls12) if "TLSv1.2" in accepted else None
+    # TLS 1.2 suites with a certificate (what a client that authenticates can use): CBC-only there
+    # while AEAD exists is a finding of its own, apart from anonymous AEAD suites.
+    authed12 = [i for i in tls12 if "anon" not in i["flags"] and "null" not in i["flags"]]
+    f["tls.suites.tls12_authenticated_aead"] = any("aead" in i["flags"] for i in authed12) if authed12 else None
     if items:
         fs = ["fs" in i["flags"] for i in items]
         f["tls.suites.forward_secrecy"] = "all" if all(fs) else ("some" if any(fs) else "none")
     else:
         f["tls.suites.forward_secrecy"] = None
+    anon = [f"{i['protocol']} {i['name']}" for i in items if "anon" in i["flags"]]
+    f["tls.suites.anonymous"] = anon
+    f["tls.suites.anonymous_only"] = bool(items) and len(anon) == len(items)
+
+    failures: list[dict[str, Any]] = []
+    for c in confirmations or []:
+        if c.outcome == handshake.FAILED:
+            lookup = reg.sslv2_by_code if c.protocol == "SSLv2" else reg.suite_by_code
+            failures.append({
+                "protocol": c.protocol,
+                "kx": c.kx,
+                "auth": c.auth,
+                "suites": [lookup[x].iana if x in lookup else f"UNKNOWN_0x{x:04X}" for x in c.suites],
+                "error": c.detail,
+            })
+    f["tls.handshake.failures"] = failures
+    f["tls.handshake.failed"] = bool(failures) if confirmations is not None else None
+    f["tls.handshake.confirmations"] = [
+        {"protocol": c.protocol, "kx": c.kx, "auth": c.auth, "suites": len(c.suites), "outcome": c.outcome,
+         "cipher": c.cipher, "detail": c.detail}
+        for c in confirmations or []
+    ]
+    f["tls.handshake.summary"] = _failure_summary(failures, accepted)
 
     f["tls.groups.tls13"] = [reg.group_name(g) for g in tls13_groups] if "TLSv1.3" in accepted else None
     f["tls.groups.tls12"] = [reg.group_name(g) for g in tls12_curves] if any(p in accepted for p in ("TLSv1.0", "TLSv1.1", "TLSv1.2", "SSLv3")) else None
@@ -125,7 +237,9 @@ def facts_from_scan(
         if name not in all_groups:
             all_groups.append(name)
     f["tls.groups.accepted"] = all_groups
-    ec_bits = [reg.group_by_code[g].bits for g in tls13_groups + tls12_curves if g in reg.group_by_code and reg.group_by_code[g].kind == "ec"]
+    used13 = tls13_groups if "TLSv1.3" in accepted else []
+    used12 = tls12_curves if f["tls.groups.tls12"] is not None else []
+    ec_bits = [reg.group_by_code[g].bits for g in used13 + used12 if g in reg.group_by_code and reg.group_by_code[g].kind == "ec"]
     f["tls.groups.min_ec_bits"] = min(ec_bits) if ec_bits else None
     f["tls.groups.pq_hybrid"] = (
         any(reg.group_by_code[g].kind in ("hybrid", "kem") for g in tls13_groups if g in reg.group_by_code)
@@ -139,6 +253,20 @@ def facts_from_scan(
     f["tls.fallback_scsv"] = fallback
     f["tls.scan.errors"] = errors
     return f
+
+
+def _failure_summary(failures: list[dict[str, Any]], accepted: list[str]) -> str | None:
+    """One line for the finding: which versions / suite classes the server picks but cannot finish."""
+    if not failures:
+        return None
+    parts = []
+    for fl in failures:
+        what = "TLS 1.3" if fl["protocol"] == "TLSv1.3" else f"{fl['protocol']} {fl['kx']}/{fl['auth']} ({len(fl['suites'])} suites)"
+        parts.append(f"{what}: {fl['error']}")
+    usable = ", ".join(accepted) if accepted else "none"
+    return f"selected by the server but the handshake fails: {'; '.join(parts[:6])}" + (
+        f" (+{len(parts) - 6} more)" if len(parts) > 6 else ""
+    ) + f"; versions that complete: {usable}"
 
 
 class TlsProtocolsProbe:
@@ -155,8 +283,8 @@ class TlsProtocolsProbe:
         transcript = Transcript(ctx.secrets)
         why_not = starttls_unavailable(endpoint, prior)
         if why_not:
-            result.status = "skipped"
-            result.error_reason = "no_tls"
+            result.status = ProbeStatus.SKIPPED
+            result.error_reason = Reason.NO_TLS
             result.error_message = why_not
             # Only this fact: the rest are absent, so rules over them are "not applicable", not "passed".
             result.facts = {"tls.available": False}
@@ -172,31 +300,50 @@ class TlsProtocolsProbe:
         try:
             results = await scanner.scan_protocols()
             errors = [e for r in results.values() for e in r.errors]
-            accepted = [p for p in PROTOCOLS if results[p].accepted]
+            # A ServerHello is a choice, not a working handshake: finish one per suite class.
+            confirmations = await scanner.confirm(results)
+            suite_status, protocol_status = judge_confirmations(reg, results, confirmations)
+            accepted = [p for p in PROTOCOLS if results[p].accepted and protocol_status.get(p) in ("handshake", "inferred")]
+            usable = {(p, c) for (p, c), st in suite_status.items() if st in ("handshake", "inferred")}
             tls13_groups: list[int] = []
             if "TLSv1.3" in accepted:
-                tls13_groups, errs = await scanner.scan_tls13_groups(results["TLSv1.3"].suites)
+                tls13_groups, errs = await scanner.scan_tls13_groups([c for c in results["TLSv1.3"].suites if ("TLSv1.3", c) in usable])
                 errors += errs
             curves: list[int] = []
-            legacy = [p for p in ("TLSv1.2", "TLSv1.1", "TLSv1.0", "SSLv3") if p in accepted]
+            legacy = [p for p in ("TLSv1.2", "TLSv1.1", "TLSv1.0", "SSLv3") if p in accepted and p != "SSLv3"]
             compression: bool | None = None
             if legacy:
                 best = legacy[0]
-                ecdhe = [c for c in results[best].suites if (s := reg.suite(c)) is not None and s.kx == "ECDHE"]
+                ecdhe = [
+                    c for c in results[best].suites
+                    if (best, c) in usable and (s := reg.suite(c)) is not None and s.kx == "ECDHE"
+                ]
+                # An ECDSA certificate's curve must stay offered (RFC 8422 5.1); RSA-authenticated
+                # ECDHE, when the server has it too, shows the curves without that constraint.
+                ecdsa = [c for c in ecdhe if (s := reg.suite(c)) is not None and s.auth == "ECDSA"]
+                if ecdsa and len(ecdsa) < len(ecdhe):
+                    ecdhe = [c for c in ecdhe if c not in ecdsa]
                 if ecdhe:
-                    curves, errs = await scanner.scan_ecdhe_curves(best, ecdhe)
+                    curves, errs = await scanner.scan_ecdhe_curves(
+                        best, ecdhe, client_preference=results[best].preference == "client"
+                    )
                     errors += errs
                 compression, _ = await scanner.compression(best)
             fallback, _ = await scanner.fallback_scsv(accepted)
             result.facts = facts_from_scan(
-                reg, results, tls13_groups=tls13_groups, tls12_curves=curves, compression=compression, fallback=fallback, errors=errors
+                reg, results, tls13_groups=tls13_groups, tls12_curves=curves, compression=compression,
+                fallback=fallback, errors=errors, confirmations=confirmations,
             )
             result.facts["tls.scan.hellos"] = scanner.hellos
             undecided = result.facts["tls.protocols.undetermined"]
             if undecided:
-                result.status = "error"
-                result.error_reason = "connect"
-                result.error_message = f"could not test {', '.join(undecided)}: " + "; ".join(errors[:3])
+                result.status = ProbeStatus.ERROR
+                why = [f"{c.protocol} {c.kx}/{c.auth}: {c.outcome} {c.detail}" for c in confirmations
+                       if c.protocol in undecided and not c.completed]
+                # Never reached (connection refused, 421) vs. selected but no handshake decided.
+                no_hello = any(results[p].accepted is None for p in undecided)
+                result.error_reason = Reason.CONNECT if no_hello else Reason.TLS_HANDSHAKE
+                result.error_message = f"could not test {', '.join(undecided)}: " + "; ".join((errors + why)[:3])
         finally:
             result.connections = scanner.connections
             result.transcript = transcript.lines

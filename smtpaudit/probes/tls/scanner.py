@@ -18,7 +18,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from smtpaudit.probes.tls import codec, wire
+from smtpaudit.probes.tls import codec, handshake, wire
 from smtpaudit.probes.tls.codec import HelloSpec
 from smtpaudit.probes.tls.registry import PROTOCOL_VERSION, Registry, load_registry
 
@@ -66,6 +66,35 @@ class ProtocolResult:
     secure_renegotiation: bool | None = None
     errors: list[str] = field(default_factory=list)
     certificates: list[bytes] = field(default_factory=list)
+
+
+@dataclass
+class Confirmation:
+    """One completed-or-not handshake for a (protocol, suite class) the server selected.
+
+    A class is the suites sharing key exchange and authentication: what decides whether the
+    server can finish (its key signs or decrypts; anonymous suites need no key at all).
+    """
+
+    protocol: str
+    kx: str
+    auth: str
+    suites: list[int]  # the selected suites of this class, in discovery order
+    outcome: str  # handshake.COMPLETED | FAILED | TIMEOUT | LOCAL | CONNECT_ERROR
+    detail: str = ""
+    cipher: str | None = None  # what the completed handshake negotiated (OpenSSL name)
+
+    @property
+    def completed(self) -> bool:
+        return self.outcome == handshake.COMPLETED
+
+
+def suite_class(reg: Registry, protocol: str, code: int) -> tuple[str, str]:
+    """(kx, auth) of a suite; TLS 1.3 suites form one class (the certificate signs every one)."""
+    if protocol == "TLSv1.3":
+        return ("TLS1.3", "certificate")
+    s = reg.sslv2_by_code.get(code) if protocol == "SSLv2" else reg.suite(code)
+    return (s.kx, s.auth) if s else ("unknown", "unknown")
 
 
 class TlsScanner:
@@ -190,6 +219,9 @@ class TlsScanner:
         res = ProtocolResult("SSLv2", accepted=False)
         specs = [s.code for s in self.reg.suites if s.sslv2]
         out = await self.hello(codec.build_sslv2_client_hello(specs), label=f"SSLv2 CLIENT-HELLO ({len(specs)} cipher specs)", sslv2=True)
+        if out.kind == wire.TIMEOUT:
+            # One retry, as for the other versions: a slow start must not decide anything.
+            out = await self.hello(codec.build_sslv2_client_hello(specs), label=f"SSLv2 CLIENT-HELLO ({len(specs)} cipher specs, retry)", sslv2=True)
         res.detail = out.describe()
         if out.kind == wire.SSLV2_HELLO and out.sslv2 is not None:
             offered = set(specs)
@@ -205,6 +237,8 @@ class TlsScanner:
             res.errors.append(out.detail)
         elif out.kind in (wire.TIMEOUT, wire.GARBAGE):
             res.errors.append(f"SSLv2: {out.describe()}")
+            if out.kind == wire.TIMEOUT:
+                res.accepted = None  # silence decides nothing
         return res
 
     def _chunks(self, codes: list[int]) -> list[list[int]]:
@@ -247,6 +281,10 @@ class TlsScanner:
                 if out.kind != wire.HELLO or sh is None:
                     if out.kind in (wire.TIMEOUT, wire.GARBAGE):
                         res.errors.append(f"{protocol}: {out.describe()}")
+                    if out.kind == wire.TIMEOUT and not res.suites:
+                        # Silence (twice) is not a refusal: the version stays undecided, so a
+                        # server that stalls on SSLv3 hellos does not pass "SSLv3 not accepted".
+                        res.accepted = None
                     break
                 if sh.negotiated_version != version:
                     # The server answered with another version: it does not do this one (with these suites).
@@ -344,21 +382,63 @@ class TlsScanner:
             candidates.remove(group)
         return found, errors
 
-    async def scan_ecdhe_curves(self, protocol: str, ecdhe_suites: list[int]) -> tuple[list[int], list[str]]:
-        """Curves a TLS <= 1.2 server uses for ECDHE, read from its ServerKeyExchange."""
+    async def scan_ecdhe_curves(
+        self, protocol: str, ecdhe_suites: list[int], *, client_preference: bool = False
+    ) -> tuple[list[int], list[str]]:
+        """Curves a TLS <= 1.2 server uses for ECDHE, read from its ServerKeyExchange.
+
+        RFC 8422 5.1: the client's supported_groups also bound the curve of an ECDSA
+        certificate, so a server with a P-256 key refuses every hello without P-256 once that
+        curve is taken out. When a hello is refused, each curve already found is tried as a
+        companion at the end of the offer; the one that makes the server answer again stays
+        there, and enumeration goes on (a server that then still prefers the companion ends it).
+        Only with ECDSA-authenticated suites: an RSA certificate puts no curve in that list.
+        """
+        ecdsa_only = all((s := self.reg.suite(c)) is not None and s.auth == "ECDSA" for c in ecdhe_suites)
         candidates = _prefer([g.code for g in self.reg.groups if g.kind == "ec" and g.code <= 30], (29, 23, 24, 25, 30))
         found: list[int] = []
         errors: list[str] = []
+        companion: list[int] = []
+
+        async def offer(groups: list[int]) -> wire.HelloOutcome:
+            spec = self.legacy_spec(protocol, list(ecdhe_suites), groups=groups)
+            return await self.hello(codec.build_client_hello(spec), label=f"ClientHello {protocol} (ECDHE, {len(groups)} curves)", full_flight=True)
+
         while candidates and ecdhe_suites:
-            spec = self.legacy_spec(protocol, list(ecdhe_suites), groups=list(candidates))
-            out = await self.hello(codec.build_client_hello(spec), label=f"ClientHello {protocol} (ECDHE, {len(candidates)} curves)", full_flight=True)
+            out = await offer(candidates + companion)
             if out.kind != wire.HELLO or out.server_hello is None:
                 if out.kind not in wire.REJECTIONS:
                     errors.append(f"ECDHE curves: {out.describe()}")
-                break
+                    break
+                if companion or not found or not ecdsa_only:
+                    break
+                for helper in found:
+                    retry = await offer(candidates + [helper])
+                    if retry.kind == wire.HELLO and retry.key_exchange is not None and retry.key_exchange.curve in candidates:
+                        companion, out = [helper], retry
+                        break
+                    if retry.kind == wire.HELLO and retry.key_exchange is not None and retry.key_exchange.curve == helper:
+                        # Picked last in a client-preference server's list: none of the rest works.
+                        # A server that imposes its order may just prefer it: then we cannot tell.
+                        if client_preference:
+                            break
+                        left = ", ".join(self.reg.group_name(c) for c in candidates)
+                        errors.append(f"ECDHE curves: the server prefers {self.reg.group_name(helper)}, which its certificate needs, to {left}: not enumerated")
+                        break
+                else:
+                    break
+                if not companion:
+                    break
             ske = out.key_exchange
             if ske is None or ske.curve is None:
                 errors.append(f"ECDHE curves: no named curve in ServerKeyExchange ({out.describe()})")
+                break
+            if ske.curve in companion:
+                if client_preference:
+                    break  # offered last and still chosen: none of the rest works
+                # The server prefers the companion to every curve left: those stay unknown.
+                left = ", ".join(self.reg.group_name(c) for c in candidates)
+                errors.append(f"ECDHE curves: the server prefers {self.reg.group_name(ske.curve)}, which its certificate needs, to {left}: not enumerated")
                 break
             if ske.curve not in candidates:
                 # RFC 8422 5.1: the server must pick from our list; one that does not is noted and stops us.
@@ -396,6 +476,92 @@ class TlsScanner:
         if out.kind == wire.HELLO and out.server_hello is not None:
             return out.server_hello.compression != 0, out.describe() + f" compression={out.server_hello.compression}"
         return None, out.describe()
+
+    # ------------------------------------------------------------------ completed handshakes
+
+    async def full_handshake(
+        self, *, label: str, protocol: str | None, ciphers: str, tls13_ciphers: str | None
+    ) -> handshake.HandshakeResult | wire.HelloOutcome:
+        """One full OpenSSL handshake on a fresh connection (through the slots, with retries on
+        connection failures). A ``HelloOutcome`` of kind CONNECT_ERROR when no stream was had."""
+        attempts = 1 + max(0, self.config.connect_retries)
+        last_error = ""
+        for attempt in range(attempts):
+            async with self.slots:
+                self.connections += 1
+                conn = self.connections
+                try:
+                    reader, writer = await self.connect()
+                except ConnectError as exc:
+                    last_error = str(exc)
+                    self._emit(conn, "*", f"connection failed: {exc}")
+                    if not exc.retryable:
+                        break
+                else:
+                    try:
+                        self._emit(conn, "C", label)
+                        res = await handshake.run_handshake(
+                            reader,
+                            writer,
+                            server_name=self.config.server_name,
+                            timeout=self.config.timeout,
+                            protocol=protocol,
+                            ciphers=ciphers,
+                            tls13_ciphers=tls13_ciphers,
+                        )
+                        if res.completed:
+                            self._emit(conn, "S", f"handshake completed: {res.version} {res.cipher}")
+                        else:
+                            self._emit(conn, "S", f"handshake {res.outcome}: {res.detail}")
+                        return res
+                    finally:
+                        writer.close()
+                        try:
+                            await asyncio.wait_for(writer.wait_closed(), timeout=1.0)
+                        except (OSError, asyncio.TimeoutError, TimeoutError):
+                            pass
+            if attempt + 1 < attempts:
+                await asyncio.sleep(self.config.retry_delay * (attempt + 1))
+        return wire.HelloOutcome(kind=CONNECT_ERROR, detail=last_error)
+
+    async def confirm(self, results: dict[str, ProtocolResult]) -> list[Confirmation]:
+        """Finish one real handshake per (protocol, suite class) the server selected.
+
+        Offers exactly that class's selected suites, pinned to that protocol, so a completed
+        handshake proves a client can use the class at that version; a failure after the
+        ServerHello proves it cannot (OpenSMTPD 6.8 on OpenSSL 3 selects RSA suites it cannot
+        sign with). SSLv2 and SSLv3 are outside what the local OpenSSL can speak (LOCAL)."""
+        plan: list[Confirmation] = []
+        for protocol, res in results.items():
+            if not res.accepted:
+                continue
+            classes: dict[tuple[str, str], list[int]] = {}
+            for code in res.suites:
+                classes.setdefault(suite_class(self.reg, protocol, code), []).append(code)
+            for (kx, auth), codes in classes.items():
+                plan.append(Confirmation(protocol, kx, auth, codes, outcome=""))
+
+        async def one(c: Confirmation) -> None:
+            if c.protocol in ("SSLv2", "SSLv3"):
+                c.outcome, c.detail = handshake.LOCAL, f"the local OpenSSL cannot speak {c.protocol}"
+                return
+            names = [s.openssl for code in c.suites if (s := self.reg.suite(code)) is not None and s.openssl]
+            if not names:
+                c.outcome, c.detail = handshake.LOCAL, "no suite of this class is known to OpenSSL"
+                return
+            if c.protocol == "TLSv1.3":
+                ciphers, tls13 = handshake.AUTHENTICATED_CIPHERS, ":".join(names)
+            else:
+                ciphers, tls13 = ":".join(names) + ":@SECLEVEL=0", None
+            label = f"full handshake {c.protocol} {c.kx}/{c.auth} ({len(names)} suites)"
+            out = await self.full_handshake(label=label, protocol=c.protocol, ciphers=ciphers, tls13_ciphers=tls13)
+            if isinstance(out, wire.HelloOutcome):
+                c.outcome, c.detail = CONNECT_ERROR, out.detail
+                return
+            c.outcome, c.detail, c.cipher = out.outcome, out.detail, out.cipher
+
+        await asyncio.gather(*(one(c) for c in plan))
+        return plan
 
 
 def _prefer(codes: list[int], first: tuple[int, ...]) -> list[int]:

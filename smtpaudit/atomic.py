@@ -1,0 +1,137 @@
+"""Writing output files so that nothing is lost: the old file stays whole until the new one is.
+
+Every report, per-endpoint file, baseline, diff and sample goes through :func:`write_text`: the
+content is written to a temporary file in the same directory (so the rename cannot cross file
+systems), flushed, fsynced, then renamed over the target. A full disk, a signal or a crash
+in the middle leaves the previous file intact and removes the temporary one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, TextIO
+
+_TMP_PREFIX = ".smtpaudit-"
+_TMP_SUFFIX = ".tmp"
+
+
+class WriteError(OSError):
+    """An output file could not be written; the message names it and says the old one is intact."""
+
+    def __init__(self, code: int | None, message: str) -> None:
+        super().__init__(code, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _describe(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "no space left on device"
+    if exc.errno == errno.EDQUOT:
+        return "disk quota exceeded"
+    return exc.strerror or str(exc)
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Atomically replace ``path`` with ``data``; raise WriteError (old file untouched) on failure."""
+    out = Path(path)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteError(exc.errno, f"cannot write {out}: {_describe(exc)}") from None
+    try:
+        # The new file gets the old one's permissions, or the ones open() would give it.
+        mode = out.stat().st_mode & 0o7777
+    except OSError:
+        mode = 0o666 & ~_umask()
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX + out.name + ".", suffix=_TMP_SUFFIX, dir=out.parent)
+        with os.fdopen(fd, "wb") as fh:
+            view = memoryview(data)
+            while view:
+                written = fh.write(view)
+                view = view[written:]
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, out)
+        tmp = None
+    except OSError as exc:
+        already = " (the previous file is left unchanged)" if out.exists() else ""
+        raise WriteError(exc.errno, f"cannot write {out}: {_describe(exc)}{already}") from None
+    finally:
+        # Also on KeyboardInterrupt / SIGTERM: no half-written temporary file stays behind.
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    _sync_dir(out.parent)
+    return out
+
+
+def write_text(path: str | Path, content: str, *, encoding: str = "utf-8") -> Path:
+    """Atomically replace ``path`` with ``content`` (UTF-8)."""
+    return write_bytes(path, content.encode(encoding))
+
+
+def _sync_dir(directory: Path) -> None:
+    """Make the rename itself durable; best effort (not every file system allows it)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def open_text(path: str | Path, *, encoding: str = "utf-8") -> Iterator[TextIO]:
+    """``write_text`` for content written piece by piece (a streamed fleet report): the handle is a
+    temporary file in the same directory, renamed over ``path`` only once the block succeeds."""
+    out = Path(path)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteError(exc.errno, f"cannot write {out}: {_describe(exc)}") from None
+    try:
+        mode = out.stat().st_mode & 0o7777
+    except OSError:
+        mode = 0o666 & ~_umask()
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX + out.name + ".", suffix=_TMP_SUFFIX, dir=out.parent)
+        with os.fdopen(fd, "w", encoding=encoding) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, out)
+        tmp = None
+    except OSError as exc:
+        already = " (the previous file is left unchanged)" if out.exists() else ""
+        raise WriteError(exc.errno, f"cannot write {out}: {_describe(exc)}{already}") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    _sync_dir(out.parent)
