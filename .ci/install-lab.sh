@@ -130,4 +130,7 @@ for bin in postfix dovecot swaks nmap testssl openssl unshare; do
     }
 done
 
+# aiosmtpd is a library: tests/lab/aiosmtpd_server.py embeds it (the aiosmtpd-* instances).
+python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install -q "aiosmtpd==1.4.6"
+
 echo "install-lab.sh: lab ready in $(( $(date +%s) - start )) s (prefix $PREFIX)"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from smtpaudit.catalog import Catalog, load_catalog
+from smtpaudit.engine.crossendpoint import judge_domains
 from smtpaudit.engine.judge import judge_entry
 from smtpaudit.engine.planner import drop_intrusive, probes_needed
 from smtpaudit.engine.policy import DEFAULT_POLICY, Policy, apply_policy, find_policy, load_policy
@@ -113,7 +114,9 @@ def plan(ruleset: RuleSet) -> list[str]:
     """The probes the rules need, dependencies first (the session probe always runs)."""
     from smtpaudit.scan import probe_dependencies  # the network side only when scanning
 
-    return probes_needed(ruleset.rules.values(), ruleset.fact_probe, probe_dependencies(), always=("smtp.session",))
+    derived = {name: spec.derived_from for name, spec in ruleset.catalog.probes.items() if spec.derived_from}
+    return probes_needed(ruleset.rules.values(), ruleset.fact_probe, probe_dependencies(), always=("smtp.session",),
+                         derived=derived)
 
 
 def _probes_section(names: Sequence[str], catalog: Catalog) -> dict[str, dict[str, Any]]:
@@ -195,7 +198,10 @@ async def scan_async(
         order = {ep.id: i for i, ep in enumerate(endpoints)}
         entries = sorted(finished, key=lambda e: order.get(e["endpoint"]["id"], len(order)))
         peaks = {}
+    # Domain entries again, now with the facts only their MX entries together can tell.
+    judge_domains(entries, ruleset.rules, fact_probe)
     if spool is not None:
+        # (A streamed scan has no domain targets: their judging needs every MX entry's facts.)
         spool.close()
         entries = _in_target_order(spool.skeletons, endpoints)
     recorded = {"ehlo_name": options.ehlo_name, "intrusive": options.intrusive, "fail_on": options.fail_on,
@@ -261,6 +267,7 @@ def rejudge(report: dict[str, Any], ruleset: RuleSet, *, argv: Sequence[str] = (
         entry = dict(old)
         judge_entry(entry, ruleset.rules, fact_probe)
         entries.append(entry)
+    judge_domains(entries, ruleset.rules, fact_probe)
     options = dict(report.get("invocation", {}).get("options", {}))
     options["evaluated_from"] = {"started": report["started"], "tool": report["tool"]["version"],
                                  "ruleset": report.get("ruleset", {}).get("digest")}

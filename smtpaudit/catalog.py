@@ -49,6 +49,9 @@ class ProbeSpec:
     intrusive: bool
     description: str
     facts: tuple[str, ...]
+    # A derived "probe" sends nothing: its facts are computed by the engine from the facts of
+    # these probes on other endpoints (engine/crossendpoint.py). Planning runs these instead.
+    derived_from: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ def _load_file(path: Path) -> tuple[ProbeSpec, list[FactSpec]]:
         intrusive=bool(data.get("intrusive", False)),
         description=str(data.get("description", "")),
         facts=tuple(f.name for f in facts),
+        derived_from=tuple(str(d) for d in data.get("derived_from", ())),
     )
     return pspec, facts
 

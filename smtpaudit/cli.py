@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--relay-domain", metavar="DOMAIN", help="external domain for relay tests (default: relaytest.invalid, which cannot exist)")
     b.add_argument("--auth-user", metavar="USER", help="account for AUTH tests on submission endpoints (tried over TLS only)")
     b.add_argument("--auth-password", metavar="PASSWORD", help="its password (better: environment variable SMTPAUDIT_AUTH_PASSWORD); always redacted")
-    b.add_argument("--smuggling-rcpt", metavar="ADDRESS", help="the one recipient of SMTP smuggling tests (default: postmaster@<server's domain>)")
+    b.add_argument("--smuggling-rcpt", metavar="ADDRESS", help="the one recipient of SMTP smuggling tests (default: postmaster at a domain the server serves, "
+                   "shown by its MX, a verifying certificate or the target name; without one the test is not run)")
     g = scan.add_argument_group("DNS and mail domains (a bare name or domain:NAME is a mail domain)")
     g.add_argument("--resolver", metavar="IP[:PORT]", help="DNS resolver for MX, SPF, DMARC, MTA-STS, DANE and DNSSEC lookups (default: /etc/resolv.conf)")
     g.add_argument("--mx-port", type=int, default=25, metavar="N", help="port of the MX endpoints found for a domain (default: %(default)s)")
@@ -368,8 +369,9 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
     from smtpaudit.fleet import Progress
 
     progress = Progress(len(endpoints), enabled=not args.quiet and sys.stderr.isatty())
-    if history is not None:
-        # The history records whole reports: the in-memory path.
+    if history is not None or any(ep.role is Role.DOMAIN for ep in endpoints):
+        # The history records whole reports, and a mail domain is judged from all its MX entries'
+        # facts together: the in-memory path.
         try:
             report = api.scan(endpoints, ruleset, options, on_entry=lambda e: progress(e["endpoint"]["id"], e))
         finally:

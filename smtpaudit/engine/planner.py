@@ -17,12 +17,19 @@ def probes_needed(
     after: Mapping[str, tuple[str, ...]],
     *,
     always: Iterable[str] = (),
+    derived: Mapping[str, tuple[str, ...]] | None = None,
 ) -> list[str]:
-    """Probe names to run, dependencies first; ``endpoint`` (no network) is never a probe to run."""
+    """Probe names to run, dependencies first; ``endpoint`` (no network) is never a probe to run.
+
+    A ``derived`` fact source (facts the engine computes from other endpoints' facts) is not run
+    itself: the probes it is derived from are.
+    """
+    derived = derived or {}
     wanted: set[str] = set(always)
     for rule in rules:
         for fact in rule.facts:
-            wanted.add(fact_probe[fact])
+            probe = fact_probe[fact]
+            wanted.update(derived.get(probe, (probe,)))
     wanted.discard("endpoint")
     order: list[str] = []
     visiting: set[str] = set()

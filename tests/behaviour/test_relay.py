@@ -156,3 +156,51 @@ async def test_relay_seen_before_a_421_is_kept() -> None:
         result = await run_probe(RelayProbe, mta.port, prior=PRIOR)
     assert result.status == "error"
     assert result.facts["smtp.relay.accepted_count"] >= 1 and 1 in result.facts["smtp.relay.accepted_variants"]
+
+
+@async_test
+async def test_relay_confirmed_by_a_control_at_the_parent_domain() -> None:
+    """The greeting names a host that is not a local domain (so a control there is relayed like any
+    foreign address); the parent domain is local, and its unknown user is refused: confirmed."""
+    prior = {"smtp.greeting.hostname": "relay.example.test", "smtp.starttls.works": None}
+    async with FakeMta(open_relay=True, local_domains=("example.test",)) as mta:
+        result = await run_probe(RelayProbe, mta.port, prior=prior)
+    f = result.facts
+    assert [c["source"] for c in f["smtp.relay.controls"]] == ["greeting", "parent of the greeting name"]
+    assert f["smtp.relay.controls"][0]["accepted"] is True
+    assert f["smtp.relay.control_accepted"] is False
+    assert f["smtp.relay.control_rcpt"].endswith("@example.test") and f["smtp.relay.control_reply"].startswith("550")
+    assert f["smtp.relay.malformed_rejected"] is None  # not needed once a well-formed control was refused
+    assert mta.data_started == 0
+
+
+@async_test
+async def test_accept_everything_server_stays_unconfirmed_even_when_it_refuses_malformed_addresses() -> None:
+    prior = {"smtp.greeting.hostname": "mx.example.test", "smtp.starttls.works": None,
+             "tls.cert.san": ["*.example.test", "127.0.0.1", "localhost"]}
+    async with FakeMta(open_relay=True, accept_all_recipients=True) as mta:
+        result = await run_probe(RelayProbe, mta.port, prior=prior)
+    f = result.facts
+    sources = [c["source"] for c in f["smtp.relay.controls"]]
+    # mx.example.test (greeting and EHLO), example.test (parent; the certificate's wildcard base
+    # is the same name), then the malformed address; IPs and single labels are never control domains.
+    assert sources == ["greeting", "parent of the greeting name", "malformed"]
+    assert f["smtp.relay.control_accepted"] is True and len(f["smtp.relay.controls_accepted"]) == 2
+    # The fake relays even an address with an empty domain label (recorded, never a confirmation).
+    assert f["smtp.relay.malformed_rejected"] is False
+    assert f["smtp.relay.controls"][-1]["rcpt_to"].endswith("@relaytest..invalid")
+
+
+def test_own_domains_sources_and_order() -> None:
+    from smtpaudit.probes.base import ProbeContext
+    from smtpaudit.probes.smtp.behaviour import own_domains
+    from smtpaudit.targets import parse_target
+
+    ep = parse_target("mx1.example.org:25")
+    ep = type(ep)(**{**ep.__dict__, "domain": "example.net"})
+    prior = {"smtp.greeting.hostname": "MX1.Example.ORG.", "smtp.ehlo.hostname": "[192.0.2.1]",
+             "tls.cert.san": ["*.example.com", "192.0.2.1", "localhost", "mail.example.org"]}
+    got = own_domains(prior, ep, ProbeContext(options={"local_domain": "corp.example"}))
+    assert got == [("corp.example", "--local-domain"), ("example.net", "scanned mail domain"),
+                   ("mx1.example.org", "greeting"), ("example.org", "parent of the greeting name"),
+                   ("example.com", "certificate (wildcard)"), ("mail.example.org", "certificate")]

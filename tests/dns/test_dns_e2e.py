@@ -26,6 +26,7 @@ EXPECTED = {
     "dmarcnone.test": "dmarc-policy-none",
     "dmarcbad.test": "dmarc-syntax-error",
     "dmarcpct.test": "dmarc-partial-pct",
+    "dmarcnorua.test": "dmarc-no-rua",
     "nosts.test": "mta-sts-missing",
     "stsnopolicy.test": "mta-sts-policy-unavailable",
     "ststesting.test": "mta-sts-not-enforced",
@@ -37,6 +38,7 @@ EXPECTED = {
     "danemismatch.test": "dane-tlsa-mismatch",
     "danepkix.test": "dane-pkix-usage",
     "daneunsigned.test": "dane-tlsa-not-dnssec",
+    "daneunsignedmismatch.test": "dane-tlsa-mismatch-unsigned",
     "unsigned.test": "dnssec-domain-unsigned",
     "bogus.test": "dnssec-domain-bogus",
     "noptr.test": "dns-ptr-missing",
@@ -53,6 +55,8 @@ def report(dns_lab, tmp_path_factory):
             "scan", "good.test", *EXPECTED, "--tag", "dns", "--tag", "dane",
             "--resolver", dns_lab.resolver, "--trust-anchors", str(dns_lab.trust_anchor_file),
             "--mta-sts-ca", str(dns_lab.pki.ca_file), "--mta-sts-port", str(dns_lab.https_port),
+            # The MX certificate is from the lab CA too: MTA-STS enforce needs it to validate.
+            "--ca-file", str(dns_lab.pki.ca_file),
             "--mx-port", str(mx.port), "--connect-timeout", "2", "--command-timeout", "3",
             "-o", str(out), "-q",
         ])

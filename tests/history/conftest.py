@@ -28,7 +28,10 @@ from tests.fakes.mta import FakeMta
 
 NIGHTS = 30
 T0 = datetime(2026, 10, 1, 2, 0, 0, tzinfo=timezone.utc)
-SCAN_ARGS = ("-q", "--skip-tag", "dns", "--greeting-timeout", "3", "--command-timeout", "3", "--connect-timeout", "2", "--timeout", "30")
+# The fakes accept injected plaintext after STARTTLS (tls-starttls-injection, high, every night);
+# the active test also confirms the CVE of that flaw on their Postfix banner. That second, constant
+# finding is not part of the schedule the assertions below encode, so it is left out.
+SCAN_ARGS = ("-q", "--skip-tag", "dns", "--skip-rule", "cve-2011-0411", "--greeting-timeout", "3", "--command-timeout", "3", "--connect-timeout", "2", "--timeout", "30")
 
 
 def at(night: int) -> str:

@@ -119,6 +119,16 @@ def opensmtpd_insecure(lab: Lab) -> LabServer:
     return start_instance(lab, "opensmtpd-insecure")
 
 
+@pytest.fixture(scope="session")
+def aiosmtpd_hardened(lab: Lab) -> LabServer:
+    return start_instance(lab, "aiosmtpd-hardened")
+
+
+@pytest.fixture(scope="session")
+def aiosmtpd_insecure(lab: Lab) -> LabServer:
+    return start_instance(lab, "aiosmtpd-insecure")
+
+
 @pytest.fixture
 def lab_reconfigure() -> Iterator[Callable[..., LabServer]]:
     """`lab_reconfigure(server, **changes)`: restart `server` with changed parameters (same ports).

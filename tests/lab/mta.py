@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .aiosmtpd_lab import AiosmtpdServer
 from .certs import ensure_lab_pki
 from .exim import EximServer
 from .opensmtpd import OpenSMTPDServer
@@ -32,6 +33,8 @@ INSTANCES: dict[str, type[LabServer]] = {
     "exim-insecure": EximServer,
     "opensmtpd": OpenSMTPDServer,
     "opensmtpd-insecure": OpenSMTPDServer,
+    "aiosmtpd-hardened": AiosmtpdServer,
+    "aiosmtpd-insecure": AiosmtpdServer,
 }
 
 __all__ = ["INSTANCES", "Credentials", "Lab", "LabServer", "LabStartError", "missing_binaries"]

@@ -68,8 +68,9 @@ def test_weak_server_plaintext_auth_is_observed_and_redacted():
     assert f["smtp.auth.mechanisms_before_tls"] == ["PLAIN", "LOGIN"]
     assert f["smtp.auth.plaintext_probe"] == "credentials_checked" and f["smtp.auth.plaintext_probe_code"] == 535
     assert (f["software.product"], f["software.version"], f["software.version_source"]) == ("exim", "4.92.3", "banner")
-    # No credential at all is sent, not even an invalid one.
+    # PLAIN goes without an initial response; this server refuses the credential at once (535).
     assert any(ln.text == "AUTH PLAIN" for ln in result.transcript)
+    assert f["smtp.auth.plaintext_processed"] is True and f["smtp.auth.plaintext_challenged"] is False
     assert_catalogued(result)
 
 
@@ -122,25 +123,33 @@ def test_vrfy_probe_records_codes():
     assert_catalogued(result)
 
 
-@pytest.mark.parametrize("code, name", [(334, "credentials_requested"), (535, "credentials_checked"), (538, "encryption_required"), (530, "encryption_required"),
+@pytest.mark.parametrize("code, name", [(535, "credentials_checked"), (538, "encryption_required"), (530, "encryption_required"),
                                         (503, "not_supported"), (235, "accepted_invalid_credential"), (421, "other")])
 def test_auth_reply_classification(code, name):
     assert classify_auth_reply(code) == name
 
 
-def test_plaintext_auth_challenge_is_cancelled_without_sending_a_credential():
-    """A 334 to AUTH PLAIN before TLS is the server asking for a password in clear: cancelled with "*"."""
+def _silent_after(step: str):
+    """A server offering AUTH before TLS that goes silent: after the 334 challenge's credential
+    (aiosmtpd with AuthResult(success=False)) or at the AUTH command itself."""
+    base = simple_responder(ehlo=["quiet.example.test", "AUTH PLAIN LOGIN"], replies={"HELP": b"502 no help\r\n"})
+
     def respond(line: str) -> bytes | None:
         if line.upper().startswith("AUTH"):
-            return b"334 \r\n"
-        if line == "*":
-            return b"501 5.7.0 Authentication aborted\r\n"
-        return simple_responder(ehlo=["weak.example.test", "AUTH PLAIN LOGIN"])(line)
+            return b"" if step == "command" else b"334 \r\n"  # b"": stay silent (None would hang up)
+        if line.upper().startswith(("EHLO", "HELO", "HELP", "QUIT", "NOOP", "RSET")):
+            return base(line)
+        return b""  # the credential: no reply, ever
 
-    server = FakeSmtpServer(script=[Send(b"220 weak.example.test ESMTP\r\n")], responder=respond)
+    return respond
+
+
+@pytest.mark.parametrize(("step", "processed"), [("credential", True), ("command", None)])
+def test_no_reply_to_a_wrong_password_is_never_a_pass(step, processed):
+    server = FakeSmtpServer(script=[Send(b"220 quiet.example.test ESMTP\r\n")], responder=_silent_after(step))
     result = run_probe(SessionProbe(), server)
     f = result.facts
-    assert f["smtp.auth.plaintext_probe"] == "credentials_requested" and f["smtp.auth.plaintext_probe_code"] == 334
-    sent = [ln.text for ln in result.transcript if ln.direction == "C"]
-    i = sent.index("AUTH PLAIN")
-    assert sent[i + 1] == "*"  # the very next line cancels: no credential, valid or not, ever goes out
+    assert f["smtp.auth.plaintext_probe_inconclusive"] == "no_reply" and "smtp.auth.plaintext_probe" not in f
+    assert f["smtp.auth.plaintext_challenged"] is (step == "credential")
+    assert f.get("smtp.auth.plaintext_processed") is processed and ("smtp.auth.plaintext_processed" in f) is (processed is not None)
+    assert_catalogued(result)

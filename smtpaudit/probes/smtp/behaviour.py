@@ -7,6 +7,7 @@ probes themselves only decide which commands to send and which facts to record.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 import time
 from contextlib import asynccontextmanager
@@ -63,6 +64,45 @@ def local_domain(prior: Mapping[str, Any], endpoint: Endpoint, ctx: ProbeContext
         if isinstance(name, str) and "." in name and not name.startswith("["):
             return name.rstrip(".").lower()
     return None
+
+
+def own_domains(prior: Mapping[str, Any], endpoint: Endpoint, ctx: ProbeContext) -> list[tuple[str, str]]:
+    """The server's own domains, most likely local first, each with where it came from.
+
+    Where a probe needs a domain the server treats as local (a relay control, a qualified VRFY),
+    every name the server or the user associates with it is a candidate: ``--local-domain``, the mail
+    domain whose MX this is, the greeting and EHLO names and their parent domains, the
+    certificate's DNS names, the target host name. IP addresses and single labels are skipped.
+    """
+    out: list[tuple[str, str]] = []
+
+    def add(name: Any, source: str) -> None:
+        if not isinstance(name, str):
+            return
+        name = name.strip().rstrip(".").lower()
+        if name.startswith("*."):
+            name, source = name[2:], f"{source} (wildcard)"
+        if "." not in name or name.startswith("[") or not all(part and len(part) < 64 for part in name.split(".")):
+            return
+        try:
+            ipaddress.ip_address(name)
+            return
+        except ValueError:
+            pass
+        if len(name) < 254 and all(ch.isalnum() or ch in "-." for ch in name) and name not in [d for d, _ in out]:
+            out.append((name, source))
+
+    add(ctx.options.get("local_domain"), "--local-domain")
+    add(endpoint.domain, "scanned mail domain")
+    for fact, source in (("smtp.greeting.hostname", "greeting"), ("smtp.ehlo.hostname", "EHLO")):
+        name = prior.get(fact)
+        add(name, source)
+        if isinstance(name, str) and name.count(".") >= 2:
+            add(name.split(".", 1)[1], f"parent of the {source} name")
+    for name in prior.get("tls.cert.san") or []:
+        add(name, "certificate")
+    add(endpoint.host, "target host")
+    return out
 
 
 async def open_session(

@@ -9,10 +9,16 @@ To stay below error tarpits (Postfix delays every reply by 1 s once a session ha
 over connections by an ``ErrorPacer`` (pacing.py): at most 4 errors per connection, fewer once a
 delayed reply showed where the server's limit is, and no reconnecting for a server that is slow
 from its first error. A sender the server refused once (Exim refuses address literals) is not sent
-again; a server that hangs up (Exim, after 3 syntax errors) gets a new connection, at most 5
-times. The control (a random local part at the server's own name: a server that accepts it checks
-no recipients at RCPT time, so an accepted relay attempt might only be a later bounce) runs last.
-One more connection repeats the plain variant after STARTTLS when the server offers it. A 530 ends the probe (authentication is required, as
+again; a server that hangs up (Exim, after 3 syntax errors) gets a new connection, at most 5 times. The control (a random local part at the server's own name: a
+server that accepts it checks no recipients at RCPT time, so an accepted relay attempt might only
+be a later bounce) runs last: a random local part at each of the server's own domains in turn
+(``own_domains``: the scanned mail domain, the greeting and EHLO names and their parent
+domains, the certificate names, the target host name) until one is refused with 5xx. That refusal
+shows the server checks recipients at RCPT time, which is what turns an accepted relay attempt
+into a confirmed one. When every one is accepted, a malformed address is tried as well, for the
+record only: rejecting what its address parser cannot read does not show that a server checks
+recipients (aiosmtpd refuses ``a@b..c`` and takes every well-formed address). A third connection
+repeats the plain variant after STARTTLS when the server offers it. A 530 ends the probe (authentication is required, as
 nmap concludes); a 421 ends it too (the server wants us gone).
 """
 
@@ -25,7 +31,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 from smtpaudit.probes.base import ConnectionClosed, ProbeContext, ProbeResult, ServiceUnavailable
-from smtpaudit.probes.smtp.behaviour import BehaviourProbe, Session, random_local_part, relay_domain, session, short
+from smtpaudit.probes.smtp.behaviour import BehaviourProbe, Session, own_domains, random_local_part, relay_domain, session, short
 from smtpaudit.probes.smtp.client import Transcript
 from smtpaudit.probes.smtp.pacing import ErrorPacer, paced
 from smtpaudit.targets import Endpoint, Mode
@@ -33,6 +39,8 @@ from smtpaudit.targets import Endpoint, Mode
 VARIANTS_FILE = Path(__file__).with_name("relay_variants.toml")
 FROM_LOCAL = "smtpaudit"
 TO_LOCAL = "relaytest"
+# Recipient controls: at most this many of the server's own domains are tried.
+MAX_CONTROLS = 6
 # Hang-ups (Exim after 3 syntax errors) tolerated before the test counts as cut short.
 MAX_HANGUPS = 5
 # Connections in all: 17 attempts at one error per connection, plus the hang-ups.
@@ -68,7 +76,8 @@ class RelayProbe(BehaviourProbe):
     name: ClassVar[str] = "smtp.relay"
     _hangups: int = 0  # connections the server closed during this run
     intrusive: ClassVar[bool] = False
-    after: ClassVar[tuple[str, ...]] = ("smtp.session",)
+    # tls.cert: the certificate's names are among the server's own domains for the recipient control.
+    after: ClassVar[tuple[str, ...]] = ("smtp.session", "tls.cert")
 
     async def _observe(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any], result: ProbeResult, transcript: Transcript) -> None:
         f = result.facts
@@ -76,6 +85,12 @@ class RelayProbe(BehaviourProbe):
         f["smtp.relay.domain"] = domain
         f["smtp.relay.auth_required"] = False
         f["smtp.relay.control"] = None
+        f["smtp.relay.controls"] = []
+        f["smtp.relay.controls_accepted"] = []
+        f["smtp.relay.malformed_rejected"] = None
+        f["smtp.relay.control_rcpt"] = None
+        f["smtp.relay.control_reply"] = None
+        candidates = own_domains(prior, endpoint, ctx)
         f["smtp.relay.starttls_attempt"] = None
         attempts: list[dict[str, Any]] = []
         f["smtp.relay.attempts"] = attempts
@@ -94,7 +109,7 @@ class RelayProbe(BehaviourProbe):
         try:
             while todo or not control_done:
                 control_done = await self._paced_connection(endpoint, ctx, transcript, result, pacer, todo, values,
-                                                            f, attempts, refused_senders, srvname) or control_done
+                                                            f, attempts, refused_senders, candidates, domain) or control_done
             f["smtp.relay.completed"] = True
         except _Stop:
             pass
@@ -118,10 +133,10 @@ class RelayProbe(BehaviourProbe):
     async def _paced_connection(
         self, endpoint: Endpoint, ctx: ProbeContext, transcript: Transcript, result: ProbeResult, pacer: ErrorPacer,
         todo: list[dict[str, Any]], values: dict[str, str | None], f: dict[str, Any], attempts: list[dict[str, Any]],
-        refused_senders: dict[str, tuple[int, str | None]], srvname: str | None,
+        refused_senders: dict[str, tuple[int, str | None]], candidates: list[tuple[str, str]], domain: str,
     ) -> bool:
         """One connection's share of the attempts: until the pacer says the error budget is spent
-        (or a reply came late), then the control when nothing is left. True once the control ran."""
+        (or a reply came late), then the controls when nothing is left. True once they ran."""
         if result.connections >= MAX_CONNECTIONS or self._hangups >= MAX_HANGUPS:
             raise ConnectionClosed(f"{endpoint.id}: relay test cut short after {result.connections} connections "
                                    f"({self._hangups} closed by the server)")
@@ -138,7 +153,7 @@ class RelayProbe(BehaviourProbe):
                                         f"{pacer.tarpit_after} errors; next attempts on a fresh connection", s.client.conn)
                     await s.client.quit(wait=False)  # its 221 would be delayed too
                 if not todo and not pacer.exhausted():
-                    f["smtp.relay.control"] = await self._control(s, srvname)
+                    await self._controls(s, candidates, domain, f)
                     return True
             except ConnectionClosed:
                 # Exim hangs up after 3 syntax errors (smtp_max_synprot_errors): go on with a new connection.
@@ -153,8 +168,8 @@ class RelayProbe(BehaviourProbe):
         """Counts from the attempts so far. An unfinished test that saw no relay says nothing:
         its counts stay absent so the rules report "not evaluated" instead of a pass."""
         accepted = [a["n"] for a in attempts if a["accepted"]]
-        control = f["smtp.relay.control"]
-        f["smtp.relay.control_accepted"] = control["accepted"] if control else None
+        # Set by _controls once they ran; null when they never got to run.
+        f.setdefault("smtp.relay.control_accepted", None)
         if not accepted and not f["smtp.relay.completed"] and not f["smtp.relay.auth_required"]:
             f.pop("smtp.relay.accepted_variants", None)
             f.pop("smtp.relay.accepted_count", None)
@@ -210,17 +225,45 @@ class RelayProbe(BehaviourProbe):
         if code == 421:
             raise ServiceUnavailable("the server answered 421 during the relay attempts")
 
-    async def _control(self, s: Session, srvname: str | None) -> dict[str, Any] | None:
-        if not srvname or "." not in srvname:
-            return None
-        address = f"{random_local_part()}@{srvname}"
+    async def _controls(self, s: Session, candidates: list[tuple[str, str]], foreign: str, f: dict[str, Any]) -> None:
+        """Random local parts at the server's own domains until one is refused with 5xx (then a
+        malformed address, for the record, when none was). Facts: the controls tried, the deciding
+        one (``control``), and ``control_accepted``: false = the server refused a well-formed
+        recipient, true = it accepted every one tried, null = none could be tried."""
+        controls: list[dict[str, Any]] = f["smtp.relay.controls"]
         await paced(s, "RSET")
         mail = await paced(s, "MAIL FROM:<>")
         if not mail.positive:
-            return {"rcpt_to": address, "code": None, "text": short(mail), "accepted": None}
-        rcpt = await paced(s, f"RCPT TO:<{address}>")
+            f["smtp.relay.control"] = {"rcpt_to": None, "code": mail.code, "text": short(mail), "accepted": None,
+                                       "note": "MAIL FROM:<> refused: no control possible"}
+            return
+        for own, source in candidates[:MAX_CONTROLS]:
+            record = await self._rcpt_control(s, f"{random_local_part()}@{own}", own, source)
+            controls.append(record)
+            if record["accepted"] is False and record["code"] >= 500:
+                break
+        wellformed = [c for c in controls if c["accepted"] is not None]
+        refused = next((c for c in wellformed if c["accepted"] is False and c["code"] >= 500), None)
+        accepted = [c["rcpt_to"] for c in wellformed if c["accepted"]]
+        f["smtp.relay.controls_accepted"] = accepted
+        if refused is None and accepted:
+            # Every well-formed control went through: see whether it refuses anything at all.
+            malformed = await self._rcpt_control(s, f"{random_local_part()}@{foreign.split('.', 1)[0]}..invalid", None, "malformed")
+            controls.append(malformed)
+            f["smtp.relay.malformed_rejected"] = malformed["accepted"] is False and malformed["code"] >= 500
         await paced(s, "RSET")
-        return {"rcpt_to": address, "code": rcpt.code, "text": short(rcpt), "accepted": 200 <= rcpt.code < 300}
+        f["smtp.relay.control"] = refused or (controls[0] if controls else None)
+        decisive = f["smtp.relay.control"]
+        f["smtp.relay.control_rcpt"] = decisive["rcpt_to"] if decisive else None
+        f["smtp.relay.control_reply"] = f"{decisive['code']} {decisive['text'] or ''}".strip() if decisive else None
+        # 4xx answers (greylisting, a busy verifier) prove nothing either way.
+        f["smtp.relay.control_accepted"] = False if refused else (True if accepted else None)
+
+    @staticmethod
+    async def _rcpt_control(s: Session, address: str, domain: str | None, source: str) -> dict[str, Any]:
+        rcpt = await paced(s, f"RCPT TO:<{address}>")
+        return {"rcpt_to": address, "domain": domain, "source": source, "code": rcpt.code, "text": short(rcpt),
+                "accepted": 200 <= rcpt.code < 300}
 
 
 def _peer_literal(s: Session) -> str | None:

@@ -1,8 +1,9 @@
 """The SMTP session probe: greeting, EHLO identity and capabilities, HELP, STARTTLS, AUTH before TLS.
 
-Connection 0 does greeting -> EHLO (HELO fallback) -> HELP -> AUTH without a credential (only before
-TLS: does the server ask for a password in clear? cancelled with "*") -> STARTTLS -> EHLO again ->
-QUIT. If the server hangs up after the AUTH attempt, STARTTLS is observed on a fresh connection.
+Connection 0 does greeting -> EHLO (HELO fallback) -> HELP -> AUTH without a credential (only
+before TLS: does the server ask for a password in clear? cancelled with "*") -> STARTTLS -> EHLO
+again -> QUIT. If the server hangs up
+after the AUTH attempt, STARTTLS is observed on a fresh connection.
 """
 
 from __future__ import annotations
@@ -33,9 +34,7 @@ def classify_auth_reply(code: int) -> str:
     """Name what a reply to an AUTH attempt with an invalid credential tells us (RFC 4954 section 6)."""
     if code in (235,):
         return "accepted_invalid_credential"
-    if code == 334:
-        return "credentials_requested"
-    if code in (535, 454):
+    if code in (535, 454, 334):
         return "credentials_checked"
     if code in (530, 538):
         return "encryption_required"
@@ -64,21 +63,43 @@ async def _handshake(client: SmtpClient, result: ProbeResult) -> tuple[Reply, Ca
     return greeting, caps
 
 
-async def _auth_probe(client: SmtpClient, caps: Capabilities) -> Reply:
-    """AUTH without any credential: does the server ask for a password on the plaintext connection?
+async def _auth_probe(client: SmtpClient, caps: Capabilities, seen: dict[str, bool]) -> Reply:
+    """AUTH before TLS without ever sending a credential: does the server ask for one in clear?
 
-    A 334 challenge is the server soliciting a password in clear (RFC 4954 section 4 forbids a
-    plaintext mechanism before TLS); it is cancelled at once with "*". A refusal (530/538, 5xx)
-    comes back just as fast. No password, not even an invalid one, is ever sent: no failed login
-    lands in the server's logs, and there is no failed-login penalty to wait out (Dovecot delays
-    every failure 2 s, then more for the same client, which cost each scan up to 15 s).
+    PLAIN goes without an initial response (RFC 4954 section 4 requires servers to support that
+    form) so that, like LOGIN, the server has to ask for the credential with 334 first.
+    ``seen["challenged"]`` is set when it did: a server that asks for a password on an
+    unencrypted connection has accepted to process it there, whatever it would answer afterwards.
+    The exchange is then cancelled with "*" (RFC 4954 section 4) and the 334 is the answer: no
+    password, not even an invalid one, is sent, so no failed login lands in the server's logs and
+    there is no failed-login penalty to wait out (Dovecot delays each failure 2 s, then longer for
+    the same client: up to 15 s on every scan's critical path, since every probe waits for this one).
     """
-    mechanism = "PLAIN" if ("PLAIN" in caps.auth or "LOGIN" not in caps.auth) else "LOGIN"
-    reply = await client.command(f"AUTH {mechanism}")
+    reply = await client.command("AUTH PLAIN" if ("PLAIN" in caps.auth or "LOGIN" not in caps.auth) else "AUTH LOGIN")
     if reply.code == 334:
-        # RFC 4954 section 4: "*" cancels the exchange; the server answers 501.
+        seen["challenged"] = True
         await client.command("*")
     return reply
+
+
+def plaintext_processed(outcome: str | None, code: int | None, challenged: bool) -> bool | None:
+    """Did the server process a credential sent before TLS? None = the exchange does not tell.
+
+    Yes when it judged the credential (535, 235) or asked for it with 334 (then said nothing, or
+    hung up); no when it refused AUTH itself (530/538 encryption required, 5xx not supported), or
+    gave any other final 2xx/5xx answer to the AUTH command without ever asking for the
+    credential (none was sent, so none was processed); anything else (no reply to the command
+    itself, 4xx) proves neither.
+    """
+    if outcome in ("credentials_checked", "accepted_invalid_credential"):
+        return True
+    if outcome in ("encryption_required", "not_supported"):
+        return False
+    if challenged:
+        return True if outcome in ("no_reply", "connection_closed") else None
+    if outcome == "other" and code is not None and (200 <= code < 300 or code >= 500):
+        return False
+    return None
 
 
 class SessionProbe:
@@ -146,13 +167,15 @@ class SessionProbe:
             if implicit:
                 f["smtp.auth.plaintext_probe"] = None
                 f["smtp.auth.plaintext_probe_code"] = None
+                f["smtp.auth.plaintext_processed"] = None
                 f["smtp.auth.mechanisms_after_tls"] = caps.auth
                 f["smtp.starttls.works"] = None
                 await client.quit()
                 return
 
+            seen: dict[str, bool] = {}
             try:
-                auth_reply = await _auth_probe(client, caps)
+                auth_reply = await _auth_probe(client, caps, seen)
             except ConnectionClosed:
                 f["smtp.auth.plaintext_probe"] = "connection_closed"
                 f["smtp.auth.plaintext_probe_code"] = None
@@ -160,8 +183,7 @@ class SessionProbe:
             except ReplyTimeout:
                 # Servers that slow down failed logins (Dovecot's auth penalty grows per client IP)
                 # may not answer within the command timeout (aiosmtpd never answers a wrong one):
-                # unknown, so the verdict fact stays absent and plaintext-auth-accepted is not
-                # evaluated; what happened is kept beside it.
+                # by itself unknown; plaintext_processed below decides with the 334 it saw or not.
                 f["smtp.auth.plaintext_probe_inconclusive"] = "no_reply"
                 f["smtp.auth.plaintext_probe_code"] = None
                 await client.close()
@@ -171,6 +193,11 @@ class SessionProbe:
                 f["smtp.auth.plaintext_probe_text"] = auth_reply.text[:300]
                 if auth_reply.code == 421:
                     await client.close()
+            f["smtp.auth.plaintext_challenged"] = bool(seen.get("challenged"))
+            outcome = f.get("smtp.auth.plaintext_probe") or f.get("smtp.auth.plaintext_probe_inconclusive")
+            processed = plaintext_processed(outcome, f.get("smtp.auth.plaintext_probe_code"), bool(seen.get("challenged")))
+            if processed is not None:  # absent when the exchange proves nothing: "not evaluated"
+                f["smtp.auth.plaintext_processed"] = processed
         except BaseException:
             await client.close()
             raise
