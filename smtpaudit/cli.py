@@ -379,7 +379,7 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
         _apply_baseline(report, args)
         # A scan cut short by a signal is not a night of the fleet: it stays out of the history.
         view, recorded = (history_commands.record(history, report, quiet=args.quiet, view=args.format == "html")
-                          if not report.get("interrupted") else (None, True))
+                          if history is not None and not report.get("interrupted") else (None, True))
         code = exit_code_for(report, args.fail_on, allow_incomplete=args.allow_incomplete)
         _write(report, args, view)
         _explain_incomplete(report, args)

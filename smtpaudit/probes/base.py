@@ -41,10 +41,11 @@ class StallBudget:
     """Seconds one endpoint may keep us waiting in slow or silent reads, summed over all its connections.
 
     A server that drips its greeting or goes silent (after STARTTLS, say) would otherwise cost a
-    full timeout on every connection of every probe, up to the endpoint deadline. Each wait longer
-    than ``grace`` is charged (beyond the grace); once the budget is spent, no new connection is
-    opened and open ones get only ``grace`` seconds per read, so a prompt server is unaffected and
-    a stalling one fails fast (facts absent, rules "not evaluated" with the reason, never a pass).
+    full timeout on every connection of every probe, up to the endpoint deadline. Each greeting or
+    TLS handshake that takes longer than ``grace`` is charged (beyond the grace; waits a probe makes
+    on purpose are not); once the budget is spent, no new connection is opened and greetings get
+    only ``grace`` seconds, so a prompt server is unaffected and a stalling one fails fast (facts
+    absent, rules "not evaluated" with the reason, never a pass).
     """
 
     def __init__(self, seconds: float, grace: float = 1.0) -> None:

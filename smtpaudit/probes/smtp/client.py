@@ -197,8 +197,10 @@ class SmtpClient:
             self.tls_cipher = cipher[0] if cipher else None
         self.transcript.add("*", f"TLS established: {self.tls_version} {self.tls_cipher}", self.conn)
 
-    async def _read_line(self, timeout: float) -> bytes:
-        stall = self.ctx.stall
+    async def _read_line(self, timeout: float, *, charged: bool = False) -> bytes:
+        # Only waits nobody asked for are charged to the stall budget (greetings; the TLS handshake
+        # in upgrade_tls): probes that wait on purpose (smuggling, idle watch) must not spend it.
+        stall = self.ctx.stall if charged else None
         wanted = timeout
         if stall is not None:
             timeout = stall.cap(timeout)
@@ -232,7 +234,7 @@ class SmtpClient:
             raise ReplyTooLarge(f"{self.endpoint.id}: server sent more than {self.limits.max_session_bytes} bytes")
         return raw
 
-    async def read_reply(self, timeout: float | None = None) -> Reply:
+    async def read_reply(self, timeout: float | None = None, *, charged: bool = False) -> Reply:
         """Read one complete (possibly multi-line) reply, or raise a ProbeError."""
         timeout = self.ctx.timeouts.command if timeout is None else timeout
         deadline = time.monotonic() + timeout
@@ -240,7 +242,7 @@ class SmtpClient:
         lines: list[str] = []
         while True:
             remaining = max(0.05, deadline - time.monotonic())
-            raw = await self._read_line(remaining)
+            raw = await self._read_line(remaining, charged=charged)
             self.transcript.add("S", _printable(raw.rstrip(b"\r\n")), self.conn)
             m = _REPLY_LINE.match(raw.rstrip(b"\r\n"))
             if m is None:
@@ -285,7 +287,7 @@ class SmtpClient:
 
     async def read_greeting(self) -> Reply:
         """Wait (up to the greeting timeout) for the banner; we never speak first."""
-        return await self.read_reply(self.ctx.timeouts.greeting)
+        return await self.read_reply(self.ctx.timeouts.greeting, charged=True)
 
     async def send_line(self, line: str, *, shown: str | None = None) -> None:
         """Send one command line; ``shown`` replaces it in the transcript (for secrets)."""
