@@ -38,31 +38,33 @@ class Limits:
 
 
 class StallBudget:
-    """Seconds one endpoint may keep us waiting in slow or silent reads, summed over all its connections.
+    """Seconds one endpoint may keep us waiting in stalled TLS handshakes, summed over its connections.
 
-    A server that drips its greeting or goes silent (after STARTTLS, say) would otherwise cost a
-    full timeout on every connection of every probe, up to the endpoint deadline. Each greeting or
-    TLS handshake that takes longer than ``grace`` is charged (beyond the grace; waits a probe makes
-    on purpose are not); once the budget is spent, no new connection is opened and greetings get
-    only ``grace`` seconds, so a prompt server is unaffected and a stalling one fails fast (facts
-    absent, rules "not evaluated" with the reason, never a pass).
+    A server that goes silent after STARTTLS would otherwise cost a full TLS timeout on every
+    connection of every probe, up to the endpoint deadline. Each handshake that takes longer than
+    ``grace`` is charged (beyond the grace); once the budget is spent, handshakes get only
+    ``grace`` seconds, so a prompt server is unaffected and a stalling one fails fast (facts
+    absent, rules "not evaluated" with the reason, never a pass). Greetings are not charged yet:
+    after an intrusive connection burst, servers legitimately greet late for a while.
     """
 
     def __init__(self, seconds: float, grace: float = 1.0) -> None:
-        self.remaining = seconds
+        # Greetings and TLS handshakes have a budget each: a server whose handshakes stall
+        # (OpenSMTPD's broken key engine) still greets promptly, and plain SMTP probes go on.
+        self.budget = seconds
+        self.remaining = {"greeting": seconds, "tls": seconds}
         self.grace = grace
 
-    @property
-    def spent(self) -> bool:
-        return self.remaining <= 0
+    def spent(self, kind: str = "greeting") -> bool:
+        return self.remaining[kind] <= 0
 
-    def cap(self, timeout: float) -> float:
-        """The timeout a read may use now."""
-        return min(timeout, max(self.remaining, 0.0) + self.grace)
+    def cap(self, timeout: float, kind: str = "greeting") -> float:
+        """The timeout a wait of this kind may use now."""
+        return min(timeout, max(self.remaining[kind], 0.0) + self.grace)
 
-    def charge(self, waited: float) -> None:
+    def charge(self, waited: float, kind: str = "greeting") -> None:
         if waited > self.grace:
-            self.remaining -= waited - self.grace
+            self.remaining[kind] -= waited - self.grace
 
 
 @dataclass(frozen=True)

@@ -151,10 +151,6 @@ class SmtpClient:
     ) -> "SmtpClient":
         """Connect (and for implicit-TLS endpoints, handshake). Does not read the greeting."""
         use_tls = endpoint.mode is Mode.IMPLICIT if implicit_tls is None else implicit_tls
-        if ctx.stall is not None and ctx.stall.spent:
-            # Every earlier connection spent its time waiting: another one would only wait too.
-            transcript.add("*", "not connecting: the server stalled this scan's earlier connections too long", conn)
-            raise ReplyTimeout(f"{endpoint.id}: server stalled (slow or silent replies used up the wait budget)")
         transcript.add("*", f"connect {endpoint.connect_host}:{endpoint.port}" + (" (implicit TLS)" if use_tls else ""), conn)
         try:
             reader, writer = await open_connection(
@@ -287,7 +283,7 @@ class SmtpClient:
 
     async def read_greeting(self) -> Reply:
         """Wait (up to the greeting timeout) for the banner; we never speak first."""
-        return await self.read_reply(self.ctx.timeouts.greeting, charged=True)
+        return await self.read_reply(self.ctx.timeouts.greeting)
 
     async def send_line(self, line: str, *, shown: str | None = None) -> None:
         """Send one command line; ``shown`` replaces it in the transcript (for secrets)."""
@@ -334,16 +330,16 @@ class SmtpClient:
             await self.writer.start_tls(
                 tls_context or permissive_tls_context(),
                 server_hostname=_sni(self.endpoint.host),
-                ssl_handshake_timeout=stall.cap(self.ctx.timeouts.tls) if stall is not None else self.ctx.timeouts.tls,
+                ssl_handshake_timeout=stall.cap(self.ctx.timeouts.tls, "tls") if stall is not None else self.ctx.timeouts.tls,
             )
         except (ssl.SSLError, ConnectionError, OSError, asyncio.TimeoutError) as exc:
             if stall is not None:
-                stall.charge(time.monotonic() - t0)
+                stall.charge(time.monotonic() - t0, "tls")
             text = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
             self.transcript.add("*", f"TLS handshake failed: {text}", self.conn)
             raise TlsHandshakeFailed(f"{self.endpoint.id}: STARTTLS handshake failed: {text}") from None
         if stall is not None:
-            stall.charge(time.monotonic() - t0)
+            stall.charge(time.monotonic() - t0, "tls")
         self._note_tls()
 
     async def raw_streams_after_starttls(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
