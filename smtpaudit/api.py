@@ -151,8 +151,15 @@ async def scan_async(
     *,
     on_entry: Callable[[dict[str, Any]], Any] | None = None,
     on_probe: Callable[[str, str], None] | None = None,
+    spool: Any = None,
 ) -> dict[str, Any]:
-    """Scan, judge and assemble the report (see ``scan``)."""
+    """Scan, judge and assemble the report (see ``scan``).
+
+    With ``spool`` (a ``report.stream.EntrySpool``) every judged entry goes to disk as soon as it
+    is finished (after ``on_entry``, which may still mark it, e.g. with a baseline) and the
+    report's ``endpoints`` are the spool's skeletons in target order: write the full report with
+    ``report.stream.write_json`` / ``sarif.write_stream``. Memory then stays flat in fleet size.
+    """
     # Imported here so the offline commands (report, evaluate, diff, baseline) never load the network side.
     from smtpaudit.scan import run_endpoints
 
@@ -172,14 +179,18 @@ async def scan_async(
         # Judging is CPU work (every rule over up to a megabyte of facts): in a worker thread, so
         # the event loop keeps serving the other endpoints' connections meanwhile.
         await asyncio.to_thread(judge_entry, entry, ruleset.rules, fact_probe)
-        finished.append(entry)
+        if spool is None:
+            finished.append(entry)
         result = on_entry(entry) if on_entry is not None else None
         if asyncio.iscoroutine(result):
             await result
+        if spool is not None:
+            spool.add(entry)  # after on_entry, which may still mark it (a baseline)
 
     started, t0 = now_iso(), time.monotonic()
     outcome, signum = await run_until_signal(
-        run_endpoints(endpoints, probe_names, options, ruleset.catalog, on_entry=judged, on_probe=on_probe))
+        run_endpoints(endpoints, probe_names, options, ruleset.catalog, on_entry=judged, on_probe=on_probe,
+                      keep=spool is None))
     if outcome is not None:
         entries, peaks = outcome
     else:
@@ -189,6 +200,10 @@ async def scan_async(
         peaks = {}
     # Domain entries again, now with the facts only their MX entries together can tell.
     judge_domains(entries, ruleset.rules, fact_probe)
+    if spool is not None:
+        # (A streamed scan has no domain targets: their judging needs every MX entry's facts.)
+        spool.close()
+        entries = _in_target_order(spool.skeletons, endpoints)
     recorded = {"ehlo_name": options.ehlo_name, "intrusive": options.intrusive, "fail_on": options.fail_on,
                 "allow_incomplete": options.allow_incomplete, "timeouts": vars(options.timeouts),
                 "concurrency": options.concurrency, "per_host": options.per_host, **options.recorded_options}
@@ -205,6 +220,21 @@ async def scan_async(
             "not_finished": [ep.id for ep in endpoints if ep.id not in done],
         }
     return report
+
+
+def _in_target_order(entries: list[dict[str, Any]], endpoints: Sequence[Endpoint]) -> list[dict[str, Any]]:
+    """Entries (finished in any order) in the order of the targets; MX endpoints of a domain
+    target follow it, by id."""
+    order = {ep.id: i for i, ep in enumerate(endpoints)}
+    domain_order = {ep.host: i for i, ep in enumerate(endpoints) if ep.role.value == "domain"}
+
+    def key(e: dict[str, Any]) -> tuple[int, int, str]:
+        eid = e["endpoint"]["id"]
+        if eid in order:
+            return (order[eid], 0, eid)
+        return (domain_order.get(e["endpoint"].get("domain") or "", len(order)), 1, eid)
+
+    return sorted(entries, key=key)
 
 
 def scan(targets: Sequence[str | Endpoint], ruleset: RuleSet, options: ScanOptions = ScanOptions(),

@@ -11,7 +11,9 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator, TextIO
 
 _TMP_PREFIX = ".smtpaudit-"
 _TMP_SUFFIX = ".tmp"
@@ -98,3 +100,38 @@ def _sync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@contextmanager
+def open_text(path: str | Path, *, encoding: str = "utf-8") -> Iterator[TextIO]:
+    """``write_text`` for content written piece by piece (a streamed fleet report): the handle is a
+    temporary file in the same directory, renamed over ``path`` only once the block succeeds."""
+    out = Path(path)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteError(exc.errno, f"cannot write {out}: {_describe(exc)}") from None
+    try:
+        mode = out.stat().st_mode & 0o7777
+    except OSError:
+        mode = 0o666 & ~_umask()
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX + out.name + ".", suffix=_TMP_SUFFIX, dir=out.parent)
+        with os.fdopen(fd, "w", encoding=encoding) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, out)
+        tmp = None
+    except OSError as exc:
+        already = " (the previous file is left unchanged)" if out.exists() else ""
+        raise WriteError(exc.errno, f"cannot write {out}: {_describe(exc)}{already}") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    _sync_dir(out.parent)

@@ -112,10 +112,24 @@ def apply(report: dict[str, Any], baseline: Baseline | None, *, today: dt.date |
     """Mark the findings a baseline accepts (replacing earlier marks) and record the baseline in
     ``report['baseline']``. Grades and scores are left alone: a baseline changes the gate, never
     what the endpoint is. Returns the warnings to show (expired entries, unjustified entries)."""
-    today = today or dt.datetime.now(dt.timezone.utc).date()
-    used: set[int] = set()
-    expired_hits: dict[int, Entry] = {}
+    applier = Applier(baseline, today=today)
     for entry in report["endpoints"]:
+        applier.mark(entry)
+    return applier.finish(report)
+
+
+class Applier:
+    """``apply`` one entry at a time (a streamed fleet scan marks each entry as it finishes), then
+    ``finish`` the report (summary, the baseline record, warnings)."""
+
+    def __init__(self, baseline: Baseline | None, *, today: dt.date | None = None) -> None:
+        self.baseline = baseline
+        self.today = today or dt.datetime.now(dt.timezone.utc).date()
+        self.used: set[int] = set()
+        self.expired_hits: dict[int, Entry] = {}
+
+    def mark(self, entry: dict[str, Any]) -> None:
+        baseline, today = self.baseline, self.today
         for f in entry["findings"]:
             f["suppressed"] = None
             if baseline is None:
@@ -124,9 +138,9 @@ def apply(report: dict[str, Any], baseline: Baseline | None, *, today: dt.date |
                 if not b.matches(f["rule_id"], entry["endpoint"]):
                     continue
                 if b.expired(today):
-                    expired_hits[b.index] = b
+                    self.expired_hits[b.index] = b
                     continue
-                used.add(b.index)
+                self.used.add(b.index)
                 f["suppressed"] = {
                     "justification": b.justification,
                     "source": baseline.path,
@@ -135,6 +149,13 @@ def apply(report: dict[str, Any], baseline: Baseline | None, *, today: dt.date |
                     "expires": b.expires.isoformat() if b.expires else None,
                 }
                 break
+
+    def finish(self, report: dict[str, Any]) -> list[str]:
+        return _finish(report, self.baseline, self.today, self.used, self.expired_hits)
+
+
+def _finish(report: dict[str, Any], baseline: Baseline | None, today: dt.date, used: set[int],
+            expired_hits: dict[int, Entry]) -> list[str]:
     report["summary"] = summarize(report["endpoints"])
     if baseline is None:
         report["baseline"] = None

@@ -24,6 +24,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from smtpaudit import tomlcache
+
 CATALOG_DIR = Path(__file__).parent / "facts"
 
 FACT_TYPES = ("bool", "int", "float", "str", "list[str]", "list[int]", "object", "list[object]", "any")
@@ -63,7 +65,7 @@ class Catalog:
 
 def _load_file(path: Path) -> tuple[ProbeSpec, list[FactSpec]]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomlcache.load(path)
     except tomllib.TOMLDecodeError as exc:
         raise CatalogError(f"{path}: {exc}") from None
     probe = data.get("probe")

@@ -116,11 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--connect-timeout", type=float, default=10.0, metavar="S")
     g.add_argument("--greeting-timeout", type=float, default=30.0, metavar="S", help="how long to wait for a delayed greeting")
     g.add_argument("--command-timeout", type=float, default=20.0, metavar="S")
-    g.add_argument("--concurrency", type=int, default=16, metavar="N", help="endpoints scanned at once")
+    g.add_argument("--concurrency", type=int, default=64, metavar="N",
+                   help="endpoints scanned at once (default: %(default)s; chosen with benchmarks/fleet.py: memory stays flat, "
+                        "a fleet is CPU-bound near this value)")
     g.add_argument("--per-host", type=int, default=2, metavar="N", help="concurrent connections per host")
     g = scan.add_argument_group("fleets")
-    g.add_argument("--output-dir", metavar="DIR", help="write DIR/report.<fmt> plus DIR/endpoints/<endpoint>.<fmt> per endpoint (json, and --format if another)")
-    g.add_argument("--shard", metavar="I/N", help="scan only shard I of N (deterministic by endpoint: N machines with the same list cover it once)")
+    g.add_argument("--output-dir", metavar="DIR", help="write DIR/report.<fmt> plus DIR/endpoints/<endpoint>.<fmt> per endpoint (json, and --format if another); "
+                        "while scanning, DIR/report.jsonl holds each finished endpoint (one JSON line each; left in place if the scan is interrupted)")
+    g.add_argument("--shard", metavar="I/N", help="scan only shard I of N (deterministic by endpoint: N machines with the same list cover it once); "
+                        "index/N takes I from JOB_COMPLETION_INDEX + 1 (Kubernetes Indexed Job)")
     _add_rule_args(scan)
     _add_output_args(scan)
     _add_verbose(scan)
@@ -303,10 +307,10 @@ def redact_argv(argv: list[str]) -> list[str]:
 
 
 def _dns_options(args: argparse.Namespace) -> dict[str, Any]:
-    from smtpaudit.probes.dns.resolver import ResolverSpecError, parse_resolver
-
     opts: dict[str, Any] = {"mx_port": args.mx_port, "mta_sts_port": args.mta_sts_port}
     if args.resolver:
+        from smtpaudit.probes.dns.resolver import ResolverSpecError, parse_resolver
+
         try:
             parse_resolver(args.resolver)
         except ResolverSpecError as exc:
@@ -358,6 +362,7 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
         except FleetError as exc:
             raise UsageError(str(exc)) from None
         endpoints = select_shard(endpoints, *shard)
+        args.shard = f"{shard[0]}/{shard[1]}"  # index/N resolved: file names and the report say which shard
         if not endpoints:
             sys.stderr.write(f"smtpaudit: shard {args.shard} holds no target\n")
     ruleset = load_ruleset(args)
@@ -370,29 +375,132 @@ def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
     from smtpaudit.fleet import Progress
 
     progress = Progress(len(endpoints), enabled=not args.quiet and sys.stderr.isatty())
-    try:
-        report = api.scan(endpoints, ruleset, options, on_entry=lambda e: progress(e["endpoint"]["id"], e),
-                          on_probe=progress.probe_event)
-    finally:
-        progress.finish()
-    _apply_baseline(report, args)
-    # A scan cut short by a signal is not a night of the fleet: it stays out of the history.
-    view, recorded = (history_commands.record(history, report, quiet=args.quiet, view=args.format == "html")
-                      if history and not report.get("interrupted") else (None, True))
-    code = exit_code_for(report, args.fail_on, allow_incomplete=args.allow_incomplete)
-    _write(report, args, view)
-    _explain_incomplete(report, args)
-    stop = report.get("interrupted")
-    if stop:
-        # What finished is written (JSON and the asked format); the exit code says it was cut short.
-        from smtpaudit.interrupt import Interrupted
+    if history is not None or any(ep.role is Role.DOMAIN for ep in endpoints):
+        # The history records whole reports, and a mail domain is judged from all its MX entries'
+        # facts together: the in-memory path.
+        try:
+            report = api.scan(endpoints, ruleset, options, on_entry=lambda e: progress(e["endpoint"]["id"], e),
+                              on_probe=progress.probe_event)
+        finally:
+            progress.finish()
+        _apply_baseline(report, args)
+        # A scan cut short by a signal is not a night of the fleet: it stays out of the history.
+        view, recorded = (history_commands.record(history, report, quiet=args.quiet, view=args.format == "html")
+                          if history is not None and not report.get("interrupted") else (None, True))
+        code = exit_code_for(report, args.fail_on, allow_incomplete=args.allow_incomplete)
+        _write(report, args, view)
+        _explain_incomplete(report, args)
+        stop = report.get("interrupted")
+        if stop:
+            return _interrupted(report, args, lambda path: _write_file(path, model.dumps(report)))
+        return code if recorded else EXIT_USAGE
+    # Otherwise finished endpoints go to disk as they come (report/stream.py), never all into
+    # memory: a 10,000-endpoint fleet needs no more RAM than a small one.
+    from smtpaudit import baseline as bl
+    from smtpaudit.report.stream import EntrySpool
 
-        if args.output and args.output != "-" and args.format != "json":
-            # The canonical JSON too (facts kept, re-renderable), next to the asked format.
-            _write_file(f"{args.output}.json", model.dumps(report))
-        sys.stderr.write(f"smtpaudit: interrupted by {stop['signal']}: report of the {stop['endpoints_finished']} endpoint(s) finished so far written\n")
-        return Interrupted(getattr(signal, stop["signal"])).exit_code
-    return code if recorded else EXIT_USAGE
+    applier = bl.Applier(_load_baseline(args)) if getattr(args, "baseline", None) else None
+    spool_path = Path(args.output_dir) / f"{_stem(args)}.jsonl" if args.output_dir else None
+    try:
+        spool = EntrySpool(spool_path)
+    except OSError as exc:
+        raise UsageError(f"cannot write to --output-dir {args.output_dir}: {exc.strerror or exc}") from None
+
+    def finished(entry: dict[str, Any]) -> None:
+        if applier is not None:
+            applier.mark(entry)
+        progress(entry["endpoint"]["id"], entry)
+
+    try:
+        try:
+            report = api.scan(endpoints, ruleset, options, on_entry=finished, spool=spool, on_probe=progress.probe_event)
+        finally:
+            progress.finish()
+        if applier is not None:
+            for warning in applier.finish(report):
+                sys.stderr.write(f"smtpaudit: warning: {warning}\n")
+        code = exit_code_for(report, args.fail_on, allow_incomplete=args.allow_incomplete)
+        _write_streamed(report, spool, args)
+        _explain_incomplete(report, args)
+        if report.get("interrupted"):
+            code = _interrupted(report, args, lambda path: _write_streamed_file(report, spool, "json", path))
+    except BaseException:
+        # Failed: the JSON Lines file in --output-dir keeps every finished endpoint.
+        spool.close()
+        raise
+    # Written out in full by now: the combined and per-endpoint reports hold the same data, so the
+    # spool goes (transcripts are kept complete, not duplicated once more).
+    spool.cleanup(remove=True)
+    return code
+
+
+def _interrupted(report: dict[str, Any], args: argparse.Namespace, write_json: Any) -> int:
+    """What finished is written (JSON and the asked format); the exit code says it was cut short."""
+    from smtpaudit.interrupt import Interrupted
+
+    stop = report["interrupted"]
+    if args.output and args.output != "-" and args.format != "json":
+        # The canonical JSON too (facts kept, re-renderable), next to the asked format.
+        write_json(f"{args.output}.json")
+    sys.stderr.write(f"smtpaudit: interrupted by {stop['signal']}: report of the {stop['endpoints_finished']} endpoint(s) finished so far written\n")
+    return Interrupted(getattr(signal, stop["signal"])).exit_code
+
+
+def _load_baseline(args: argparse.Namespace) -> Any:
+    from smtpaudit import baseline as bl
+
+    try:
+        return bl.load(args.baseline)
+    except bl.BaselineError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _stem(args: argparse.Namespace) -> str:
+    if getattr(args, "shard", None):
+        i, n = (int(x) for x in args.shard.split("/"))
+        return f"report-shard-{i}-of-{n}"  # shards of one fleet can share a directory
+    return "report"
+
+
+def _write_streamed_file(report: dict[str, Any], spool: Any, fmt: str, path: str, *, sarif_artifact: str | None = None) -> Path:
+    """One streamed output file, atomically (temp file, fsync, rename): a full disk is exit 2."""
+    from smtpaudit.atomic import WriteError, open_text
+    from smtpaudit.fleet import write_streamed
+
+    try:
+        with open_text(path) as fh:
+            write_streamed(report, spool, fmt, fh, sarif_artifact=sarif_artifact)
+    except WriteError as exc:
+        raise UsageError(str(exc)) from None
+    return Path(path)
+
+
+def _write_streamed(report: dict[str, Any], spool: Any, args: argparse.Namespace) -> None:
+    """``_write`` for a scan whose entries are in ``spool`` (report endpoints are skeletons)."""
+    from smtpaudit.fleet import write_output_dir_streamed, write_streamed
+
+    fmt = _resolve_format(args)
+    if args.output_dir:
+        formats = ["json"] + ([fmt] if fmt not in ("json", "text") and args.format else [])
+        try:
+            index = write_output_dir_streamed(report, spool, args.output_dir, formats=formats, stem=_stem(args),
+                                              sarif_artifact=args.sarif_artifact)
+        except OSError as exc:
+            raise UsageError(f"cannot write to --output-dir {args.output_dir}: {exc.strerror or exc}") from None
+        if not args.quiet:
+            sys.stderr.write(f"wrote {', '.join(index['combined'])} and {len(index['endpoints'])} per-endpoint "
+                             f"report(s) under {args.output_dir}/endpoints/\n")
+        if not args.output:
+            if not args.quiet:
+                write_streamed(report, spool, "text", sys.stdout)
+            return
+    if args.output and args.output != "-":
+        out = _write_streamed_file(report, spool, fmt, args.output, sarif_artifact=args.sarif_artifact)
+        if not args.quiet:
+            write_streamed(report, spool, "text", sys.stdout)
+            sys.stdout.write(f"report written to {out}\n")
+    elif not args.quiet or args.output == "-":
+        write_streamed(report, spool, fmt, sys.stdout, sarif_artifact=args.sarif_artifact)
 
 
 def _explain_incomplete(report: dict[str, Any], args: argparse.Namespace) -> None:
@@ -438,22 +546,64 @@ def _load_reports(paths: Sequence[str]) -> dict[str, Any]:
         raise UsageError(str(exc)) from None
 
 
+# Saved reports larger than this in total (a fleet's shards: ~110 KB per endpoint) are merged and
+# rendered streamed (report/stream.py), one endpoint in memory at a time; each entry is still
+# checked against the report schema.
+STREAM_REPORTS_ABOVE = 256 * 1024 * 1024
+
+
+def _total_size(paths: Sequence[str]) -> int:
+    total = 0
+    for p in paths:
+        try:
+            total += os.path.getsize(p)
+        except OSError:
+            return 0  # the in-memory path reports the unreadable file properly
+    return total
+
+
 def run_report_command(args: argparse.Namespace) -> int:
     _resolve_format(args)
-    report = _load_reports(args.reports)
-    _apply_baseline(report, args)
-    args.output_dir = None
-    code = EXIT_OK
-    if args.fail_on or args.baseline or args.allow_incomplete or len(args.reports) > 1:
-        # Only then does the gate change; a plain re-render is lossless.
-        code = exit_code_for(report, args.fail_on, allow_incomplete=args.allow_incomplete)
-    view, recorded = (None, True)
-    if args.history:
-        view, recorded = history_commands.record(history_commands.prepare(args.history), report,
-                                                 source=", ".join(args.reports), quiet=args.quiet, view=args.format == "html")
-    _write(report, args, view)
-    if not recorded:
-        return EXIT_USAGE
+    if args.history or _total_size(args.reports) <= STREAM_REPORTS_ABOVE:
+        # Small enough to hold (and the history records whole reports): the in-memory path, with
+        # every problem of a bad file listed against the JSON Schema.
+        report = _load_reports(args.reports)
+        _apply_baseline(report, args)
+        args.output_dir = None
+        code = EXIT_OK
+        if args.fail_on or args.baseline or args.allow_incomplete or len(args.reports) > 1:
+            # Only then does the gate change; a plain re-render is lossless.
+            code = exit_code_for(report, args.fail_on, allow_incomplete=args.allow_incomplete)
+        view, recorded = (None, True)
+        if args.history:
+            view, recorded = history_commands.record(history_commands.prepare(args.history), report,
+                                                     source=", ".join(args.reports), quiet=args.quiet, view=args.format == "html")
+        _write(report, args, view)
+        if not recorded:
+            return EXIT_USAGE
+        return code if args.fail_on else EXIT_OK
+    # Streamed (report/stream.py): shard reports of a large fleet are merged and rendered one
+    # endpoint at a time, never all in memory.
+    from smtpaudit import baseline as bl
+    from smtpaudit.fleet import FleetError, merge_streamed
+
+    applier = bl.Applier(_load_baseline(args)) if getattr(args, "baseline", None) else None
+    try:
+        report, spool = merge_streamed(args.reports, mark=applier.mark if applier is not None else None)
+    except FleetError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        if applier is not None:
+            for warning in applier.finish(report):
+                sys.stderr.write(f"smtpaudit: warning: {warning}\n")
+        args.output_dir = None
+        code = EXIT_OK
+        if args.fail_on or args.baseline or args.allow_incomplete or len(args.reports) > 1:
+            # Only then does the gate change; a plain re-render is lossless.
+            code = exit_code_for(report, args.fail_on, allow_incomplete=args.allow_incomplete)
+        _write_streamed(report, spool, args)
+    finally:
+        spool.cleanup()
     return code if args.fail_on else EXIT_OK
 
 

@@ -15,7 +15,7 @@ from typing import Any, Awaitable, Callable
 
 from smtpaudit.catalog import Catalog
 from smtpaudit.outcomes import ProbeStatus, Reason
-from smtpaudit.probes.base import ProbeContext, ProbeResult, ProbeSettings
+from smtpaudit.probes.base import ProbeContext, ProbeResult, ProbeSettings, StallBudget
 from smtpaudit.probes.dns.expand import expand_domains
 from smtpaudit.probes.net import HostSlots
 from smtpaudit.probes.registry import DOMAIN_PROBES, PROBES
@@ -24,6 +24,9 @@ from smtpaudit.targets import Endpoint
 from smtpaudit.timeutil import now_iso
 
 SESSION_PROBE = "smtp.session"
+# Waiting on a dripping or silent server, summed over an endpoint's connections, is bounded by this
+# many command timeouts (base.StallBudget); the endpoint deadline is only the last resort.
+STALL_COMMANDS = 3
 
 
 def endpoint_facts(endpoint: Endpoint) -> dict[str, Any]:
@@ -64,6 +67,8 @@ async def scan_endpoint(endpoint: Endpoint, probe_names: list[str], settings: Pr
         intrusive=settings.intrusive,
         options=dict(settings.probe_options),
         secrets=settings.secrets,
+        # A few command timeouts of waiting on a stalling server, then reads fail fast.
+        stall=StallBudget(STALL_COMMANDS * settings.timeouts.command),
     )
     facts = endpoint_facts(endpoint)
     started_iso, t0 = now_iso(), time.monotonic()
@@ -150,10 +155,13 @@ async def run_endpoints(
     *,
     on_entry: Callable[[dict[str, Any]], Awaitable[None] | None] | None = None,
     on_probe: Callable[[str, str], None] | None = None,
+    keep: bool = True,
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Scan every endpoint (domains expanded to their MX endpoints first); entries in input order.
 
-    Returns the entries and the peak number of sockets that were open at once per host.
+    Returns the entries and the peak number of sockets that were open at once per host. With
+    ``keep=False`` the entries are only handed to ``on_entry`` (which streams them to disk) and
+    the list comes back empty: memory then does not grow with the number of endpoints.
     """
     unresolved: dict[str, str] = {}
     endpoints = await expand_domains(endpoints, settings.probe_options, unresolved)
@@ -163,7 +171,7 @@ async def run_endpoints(
     host_locks: dict[str, asyncio.Semaphore] = {}
     conn_slots: dict[str, HostSlots] = {}
 
-    async def one(ep: Endpoint) -> dict[str, Any]:
+    async def one(ep: Endpoint) -> dict[str, Any] | None:
         key = ep.connect_host
         host_sem = host_locks.setdefault(key, asyncio.Semaphore(max(1, settings.per_host)))
         slots = conn_slots.setdefault(key, HostSlots(settings.per_host))
@@ -177,8 +185,8 @@ async def run_endpoints(
             maybe = on_entry(entry)
             if asyncio.iscoroutine(maybe):
                 await maybe
-        return entry
+        return entry if keep else None
 
-    entries = list(await asyncio.gather(*(one(ep) for ep in endpoints)))
+    entries = [e for e in await asyncio.gather(*(one(ep) for ep in endpoints)) if e is not None]
     return entries, {host: s.peak for host, s in conn_slots.items()}
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from smtpaudit import tomlcache
 from smtpaudit.engine.conditions import ConditionError, validate
 from smtpaudit.inputs import InputError, load_toml, shorten
 from smtpaudit.engine.severity import CONFIDENCES, SEVERITIES, GRADES, severity_for_score

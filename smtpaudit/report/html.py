@@ -365,6 +365,29 @@ def render(report: dict[str, Any], history: dict[str, Any] | None = None) -> str
     return environment().get_template("report.html.j2").render(**report_view(report), history=history)
 
 
+def write_fleet_index(skeleton: dict[str, Any], out: Any, *, files: dict[str, str] | None = None, link_ext: str | None = None) -> None:
+    """The overview page of a fleet too large for ``render`` (report/stream.py): one row per endpoint
+    from the skeleton report (status, grade, counts), written as Jinja streams it. ``files`` maps
+    endpoint ids to their per-endpoint file names (without extension) under ``endpoints/``."""
+    files = files or {}
+
+    def rows() -> Any:
+        for e in skeleton["endpoints"]:
+            counts = {s: 0 for s in SEVERITIES}
+            for f in e["findings"]:
+                if not f.get("suppressed"):
+                    counts[f["severity"]] += 1
+            reasons = e.get("status_reasons") or []
+            why = e.get("error") or "; ".join(f"{r.get('probe')}: {r.get('message')}" for r in reasons[:2])
+            yield {"url": e["endpoint"].get("url") or e["endpoint"]["id"], "status": e.get("status"),
+                   "grade": (e.get("score") or {}).get("grade"), "counts": counts, "why": (why or "")[:300],
+                   "file": files.get(e["endpoint"]["id"], "")}
+
+    template = environment().get_template("fleet.html.j2")
+    for chunk in template.generate(r=skeleton, summary=skeleton["summary"], rows=rows(), link_ext=link_ext if files else None):
+        out.write(chunk)
+
+
 def render_diff(diff: dict[str, Any]) -> str:
     """The HTML page of a diff between two scans."""
     changed = [e for e in diff["endpoints"] if e["new"] or e["fixed"] or e["unverified"]

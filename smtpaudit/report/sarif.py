@@ -25,7 +25,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Callable, Iterable, Iterator, TextIO
 from urllib.parse import quote
 
 from smtpaudit.engine.severity import SARIF_LEVEL, SARIF_PRECISION, SEVERITIES
@@ -297,6 +297,39 @@ def render(
     """The SARIF log (a dict) for a report. ``artifact`` puts every result on one file/line;
     ``srcroot`` is what relative URIs are relative to (default: the current directory);
     ``category`` overrides the target-set name in ``automationDetails.id``."""
+    return _render(report, artifact=artifact, srcroot=srcroot, category=category)[0]
+
+
+def write_stream(
+    skeleton: dict[str, Any],
+    entries: Iterable[dict[str, Any]],
+    out: TextIO,
+    *,
+    artifact: Artifact | None = None,
+    srcroot: str | Path | None = None,
+    category: str | None = None,
+) -> None:
+    """``dumps`` of the full report, written from a skeleton report (report/stream.py: endpoints
+    without facts, transcripts or finding details) while the full ``entries`` are read one at a
+    time: the results are never all in memory."""
+    from smtpaudit.report.stream import MARKER, splice
+
+    doc, results_of = _render(skeleton, artifact=artifact, srcroot=srcroot, category=category, stream=True)
+    document = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    splice(document, (r for e in entries for r in results_of(e)), out)
+
+
+def _render(
+    report: dict[str, Any],
+    *,
+    artifact: Artifact | None = None,
+    srcroot: str | Path | None = None,
+    category: str | None = None,
+    stream: bool = False,
+) -> tuple[dict[str, Any], Callable[[dict[str, Any]], Iterator[dict[str, Any]]]]:
+    """The SARIF log and a function giving one entry's results. With ``stream`` the results list
+    holds the stream marker, and the artifacts the results will refer to are registered first
+    (from the skeleton's findings, in the order the results will come)."""
     root = Path(srcroot) if srcroot else Path.cwd()
     locator = _Locator(report, artifact, root)
     rules_meta = report.get("ruleset", {}).get("rules", {})
@@ -311,14 +344,22 @@ def render(
     descriptors = [_rule_descriptor(rid, rules_meta.get(rid, {}), used[rid]) for rid in order]
     index_of = {rid: i for i, rid in enumerate(order)}
 
-    results = []
-    exec_notes: list[dict[str, Any]] = []
-    for entry in report["endpoints"]:
-        ep = entry["endpoint"]
+    def results_of(entry: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        # The shared ranking and grouping (report/rank.py): version-based CVEs of one banner together.
         for item in rank.group_items(entry["findings"]):
             label = f"{item.group['product']} {item.group['version']} version-based CVEs" if item.group else None
             for f in item.findings:
-                results.append(_finding_result(entry, f, index_of[f["rule_id"]], locator, rules_meta.get(f["rule_id"], {}), label))
+                yield _finding_result(entry, f, index_of[f["rule_id"]], locator, rules_meta.get(f["rule_id"], {}), label)
+
+    results: list[Any] = []
+    exec_notes: list[dict[str, Any]] = []
+    for entry in report["endpoints"]:
+        ep = entry["endpoint"]
+        if stream:
+            for _ in entry["findings"]:
+                locator.physical(ep)  # the same artifact order the streamed results will produce
+        else:
+            results.extend(results_of(entry))
         status = EndpointStatus.coerce(entry.get("status"))
         if status is EndpointStatus.UNREACHABLE:
             exec_notes.append(_notification("endpoint-not-scanned", "error", f"{ep['id']} could not be scanned: {entry.get('error') or 'unknown error'}", ep, entry.get("started")))
@@ -389,7 +430,11 @@ def render(
         del run["artifacts"]
     if any(a["location"].get("uriBaseId") == SRCROOT for a in run.get("artifacts", [])):
         run["originalUriBaseIds"] = {SRCROOT: {"description": {"text": "The repository root (the directory smtpaudit ran in)."}}}
-    return {"$schema": SARIF_SCHEMA_URI, "version": "2.1.0", "runs": [run]}
+    if stream:
+        from smtpaudit.report.stream import MARKER
+
+        run["results"] = [MARKER]
+    return {"$schema": SARIF_SCHEMA_URI, "version": "2.1.0", "runs": [run]}, results_of
 
 
 def dumps(report: dict[str, Any], **kwargs: Any) -> str:

@@ -142,11 +142,15 @@ AUTH_RULES = ("--rule", "plaintext-auth-accepted", "--rule", "auth-before-startt
 
 
 def test_plaintext_auth_on_a_server_that_never_answers_a_wrong_password(aiosmtpd_insecure, tmp_path) -> None:
-    """aiosmtpd asks for the credential with 334 before TLS and then never answers a wrong one:
-    it processed a clear-text password. A finding (critical, grade cap F), never a pass."""
+    """aiosmtpd asks for the credential with 334 before TLS (and would then never answer a wrong
+    one): it processes a clear-text password. A finding (critical, grade cap F), never a pass. No
+    credential is sent: the 334 is cancelled with "*", so nothing waits for the silence."""
     entry = scan(tmp_path, aiosmtpd_insecure.targets["smtp"], *AUTH_RULES)
     facts = entry["facts"]
-    assert facts["smtp.auth.plaintext_probe_inconclusive"] == "no_reply" and facts["smtp.auth.plaintext_challenged"] is True
+    assert facts["smtp.auth.plaintext_challenged"] is True and facts["smtp.auth.plaintext_processed"] is True
+    assert facts["smtp.auth.plaintext_probe_code"] == 334
+    session = next(p for p in entry["probes"] if p["probe"] == "smtp.session")
+    assert session["duration"] < 5, session  # not a command timeout spent on a wrong password
     got = findings(entry)
     assert got["plaintext-auth-accepted"]["severity"] == "critical" and got["plaintext-auth-accepted"]["grade_cap"] == "F"
     assert "auth-before-starttls" in got

@@ -44,8 +44,10 @@ def _scan(tmp_path: Path, target: str, *extra: str) -> tuple[dict[str, Any], flo
     code = main(["scan", target, "-o", str(out), "--format", "json", "-q", "--fail-on", "critical",
                  "--ehlo-name", "scanner.example.net", *extra])
     elapsed = time.monotonic() - t0
-    assert code in (0, 1), code
-    return json.loads(out.read_text())["endpoints"][0], elapsed
+    entry = json.loads(out.read_text())["endpoints"][0]
+    # 3: an endpoint not fully scanned (OpenSMTPD's broken TLS leaves certificate rules unevaluated).
+    assert code in (0, 1) or (code == 3 and entry["status"] != "complete"), (code, entry["status"])
+    return entry, elapsed
 
 
 def _cost(name: str, entry: dict[str, Any]) -> None:

@@ -47,8 +47,19 @@ async def test_tarpit_detected_and_cut_short() -> None:
         result = await run_probe(LimitsProbe, mta.port, prior=PRIOR)
         elapsed = time.monotonic() - t0
     f = result.facts
-    assert f["smtp.limits.errors_tarpit_after"] == 5 and f["smtp.limits.errors_sent"] == 7
-    assert elapsed < 3.0
+    # Stops at the first delayed reply (the 6th error): one tarpit second, not two.
+    assert f["smtp.limits.errors_tarpit_after"] == 5 and f["smtp.limits.errors_sent"] == 6
+    assert f["smtp.limits.errors_unlimited"] is False
+    assert elapsed < 0.6 * 2
+
+
+@async_test
+async def test_tarpit_from_the_first_error_is_seen() -> None:
+    """A server slow on every error: the NOOP baseline shows the first error reply is already late."""
+    async with FakeMta(error_sleep_after=0, error_sleep=0.6) as mta:
+        result = await run_probe(LimitsProbe, mta.port, prior=PRIOR)
+    f = result.facts
+    assert f["smtp.limits.errors_tarpit_after"] == 0 and f["smtp.limits.errors_sent"] == 1
 
 
 @async_test

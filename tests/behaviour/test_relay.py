@@ -45,9 +45,27 @@ async def test_closed_relay_passes_with_every_reply_recorded() -> None:
     assert all(a["rcpt_code"] == 554 for a in f["smtp.relay.attempts"])
     assert "relaytest@relaytest.invalid" in [a["rcpt_to"] for a in f["smtp.relay.attempts"]]
     assert mta.data_started == 0
-    # 16 refusals + the control's: at most 9 error replies per connection, below Postfix's soft limit of 10.
-    assert result.connections == 2
-    assert max(sum(1 for c in conn if c.startswith("RCPT")) for conn in mta.commands) <= 9
+    # 16 refusals + the control's: at most 4 error replies per connection, below the soft error
+    # limit of hardened Postfix (5; stock 10), so no reply (not even QUIT's) is ever tarpitted.
+    assert result.connections == 5
+    assert max(sum(1 for c in conn if c.startswith("RCPT")) for conn in mta.commands) <= 4
+
+
+@async_test
+async def test_tarpit_detected_from_a_delayed_reply_and_avoided() -> None:
+    """A server that delays every error past the 3rd: one delayed reply, then 3 errors per connection."""
+    async with FakeMta(error_sleep_after=3, error_sleep=0.7) as mta:
+        result = await run_probe(RelayProbe, mta.port, prior=PRIOR)
+    f = result.facts
+    assert result.status == "ok", result.error_message
+    assert f["smtp.relay.completed"] is True and f["smtp.relay.accepted_count"] == 0
+    assert [a["n"] for a in f["smtp.relay.attempts"]] == list(range(1, 17))
+    assert all(a["rcpt_code"] == 554 for a in f["smtp.relay.attempts"])
+    assert f["smtp.relay.control"]["code"] == 550
+    per_conn = [sum(1 for c in conn if c.startswith("RCPT")) for conn in mta.commands]
+    assert per_conn[0] == 4 and max(per_conn[1:]) <= 2, per_conn  # the 4th error of the first connection was late
+    assert result.duration < 0.7 * 2, result.duration  # paid once, not once per attempt
+    assert any("tarpits after 3 errors" in ln.text for ln in result.transcript)
 
 
 @async_test
@@ -102,9 +120,9 @@ async def test_relay_attempt_repeated_after_starttls(tmp_path) -> None:  # type:
     async with FakeMta(tls_context=server_context(tmp_path)) as mta:
         result = await run_probe(RelayProbe, mta.port, prior={**PRIOR, "smtp.starttls.works": True})
     f = result.facts
-    assert result.connections == 3
+    assert result.connections == 6  # 17 refusals at 4 per connection, then one over TLS
     assert f["smtp.relay.starttls_attempt"]["tls"] is True and f["smtp.relay.starttls_accepted"] is False
-    assert mta.commands[2][:3] == ["EHLO smtpaudit.example.net", "STARTTLS", "EHLO smtpaudit.example.net"]
+    assert mta.commands[5][:3] == ["EHLO smtpaudit.example.net", "STARTTLS", "EHLO smtpaudit.example.net"]
     assert mta.data_started == 0
 
 

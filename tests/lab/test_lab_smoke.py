@@ -329,3 +329,50 @@ def test_bad_config_fails_to_start_with_the_reason(exim_insecure: LabServer, lab
         mp.delenv("CI", raising=False)
         lab_reconfigure(exim_insecure, no_such_exim_option="1")
     assert not exim_insecure.running
+
+
+def _error_latencies(srv: LabServer, n: int) -> list[tuple[int, float]]:
+    """Send `n` unknown commands on one session; (reply code, seconds) of each."""
+    client = connect(srv)
+    out = []
+    try:
+        for _ in range(n):
+            t0 = time.monotonic()
+            code, _text = client.docmd("XLABERROR")
+            out.append((code, time.monotonic() - t0))
+            if code == 421:
+                break
+    finally:
+        client.close()
+    return out
+
+
+def test_hardened_postfix_tarpits_after_five_errors(postfix_hardened: LabServer) -> None:
+    """smtpd_soft_error_limit = 5 as guides advise: the 6th error reply waits 1 s (smtpd_error_sleep_time)."""
+    seen = _error_latencies(postfix_hardened, 6)
+    assert [c for c, _ in seen] == [500] * 6, seen  # "500 5.5.2 Error: command not recognized"
+    assert all(t < 0.5 for _, t in seen[:5]), seen
+    assert seen[5][1] >= 0.8, seen
+
+
+def test_stock_postfix_tarpits_after_ten_errors(postfix_insecure: LabServer) -> None:
+    """Postfix's defaults (soft 10 / hard 20): ten fast errors, then 1 s per reply."""
+    seen = _error_latencies(postfix_insecure, 11)
+    assert all(t < 0.5 for _, t in seen[:10]), seen
+    assert seen[10][1] >= 0.8, seen
+
+
+def test_secure_exim_keeps_the_default_connection_limit(exim_secure: LabServer) -> None:
+    """smtp_accept_max at Exim's default (20): the 21st concurrent connection gets 421."""
+    socks: list[socket.socket] = []
+    try:
+        greetings = []
+        for _ in range(22):
+            s = socket.create_connection((exim_secure.host, exim_secure.ports["smtp"]), timeout=TIMEOUT)
+            socks.append(s)
+            greetings.append(s.recv(512).decode(errors="replace"))
+        assert any(g.startswith("421") and "oo many" in g for g in greetings), greetings
+        assert sum(g.startswith("220") for g in greetings) <= 20, greetings
+    finally:
+        for s in socks:
+            s.close()

@@ -38,6 +38,8 @@ class Session:
     caps: Capabilities
     tls: bool
     greeting_seconds: float
+    # Set by probes that pace their errors (smtp/pacing.py); ``paced()`` then times every command.
+    pacer: Any = None
 
 
 def random_local_part(prefix: str = "smtpaudit") -> str:
@@ -117,9 +119,8 @@ async def open_session(
     is accepted. The caller owns the client and must close it.
     """
     t0 = time.monotonic()
-    client = await SmtpClient.open(endpoint, ctx, transcript, conn=conn)
+    client, greeting = await SmtpClient.open_greeted(endpoint, ctx, transcript, conn=conn)
     try:
-        greeting = await client.read_greeting()
         seconds = time.monotonic() - t0
         if greeting.code != 220:
             raise ServiceUnavailable(f"{endpoint.id}: greeting {greeting.code} {greeting.text[:200]}")
@@ -157,6 +158,7 @@ async def session(
     conn = result.connections
     result.connections += 1
     s = await open_session(endpoint, ctx, transcript, conn=conn, starttls=starttls)
+    result.connections += s.client.busy_retries
     try:
         yield s
     finally:

@@ -35,6 +35,9 @@ from smtpaudit.targets import Endpoint, Mode
 _REPLY_LINE = re.compile(rb"^([2-5][0-9][0-9])([ -]?)(.*)$", re.DOTALL)
 _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\b")
 REDACTED = "[redacted]"
+# A 421 greeting from a busy server: reconnect this many times, waiting BUSY_DELAY s, then twice that.
+BUSY_RETRIES = 2
+BUSY_DELAY = 1.0
 
 
 @dataclass
@@ -133,6 +136,7 @@ class SmtpClient:
         self.tls_version: str | None = None
         self.tls_cipher: str | None = None
         self.closed = False
+        self.busy_retries = 0  # connections that got a 421 greeting before this one (open_greeted)
 
     @classmethod
     async def open(
@@ -189,10 +193,23 @@ class SmtpClient:
             self.tls_cipher = cipher[0] if cipher else None
         self.transcript.add("*", f"TLS established: {self.tls_version} {self.tls_cipher}", self.conn)
 
-    async def _read_line(self, timeout: float) -> bytes:
+    async def _read_line(self, timeout: float, *, charged: bool = False) -> bytes:
+        # Only waits nobody asked for are charged to the stall budget (greetings; the TLS handshake
+        # in upgrade_tls): probes that wait on purpose (smuggling, idle watch) must not spend it.
+        stall = self.ctx.stall if charged else None
+        wanted = timeout
+        if stall is not None:
+            timeout = stall.cap(timeout)
+        t0 = time.monotonic()
         try:
             raw = await asyncio.wait_for(self.reader.readuntil(b"\n"), timeout=timeout)
         except asyncio.TimeoutError:
+            if stall is not None:
+                stall.charge(time.monotonic() - t0)
+            if timeout < wanted:
+                self.transcript.add("*", f"no reply within {timeout:g}s (the server already stalled this scan too long)", self.conn)
+                raise ReplyTimeout(f"{self.endpoint.id}: server stalled: sent nothing for {timeout:g}s after "
+                                   "earlier slow or silent replies used up the wait budget") from None
             self.transcript.add("*", f"no reply within {timeout:g}s", self.conn)
             raise ReplyTimeout(f"{self.endpoint.id}: server sent nothing for {timeout:g}s") from None
         except asyncio.LimitOverrunError:
@@ -206,12 +223,14 @@ class SmtpClient:
         except (ConnectionError, ssl.SSLError, OSError) as exc:
             self.transcript.add("*", f"connection error: {exc}", self.conn)
             raise ConnectionClosed(f"{self.endpoint.id}: connection lost ({exc})") from None
+        if stall is not None:
+            stall.charge(time.monotonic() - t0)
         self.bytes_read += len(raw)
         if self.bytes_read > self.limits.max_session_bytes:
             raise ReplyTooLarge(f"{self.endpoint.id}: server sent more than {self.limits.max_session_bytes} bytes")
         return raw
 
-    async def read_reply(self, timeout: float | None = None) -> Reply:
+    async def read_reply(self, timeout: float | None = None, *, charged: bool = False) -> Reply:
         """Read one complete (possibly multi-line) reply, or raise a ProbeError."""
         timeout = self.ctx.timeouts.command if timeout is None else timeout
         deadline = time.monotonic() + timeout
@@ -219,7 +238,7 @@ class SmtpClient:
         lines: list[str] = []
         while True:
             remaining = max(0.05, deadline - time.monotonic())
-            raw = await self._read_line(remaining)
+            raw = await self._read_line(remaining, charged=charged)
             self.transcript.add("S", _printable(raw.rstrip(b"\r\n")), self.conn)
             m = _REPLY_LINE.match(raw.rstrip(b"\r\n"))
             if m is None:
@@ -236,6 +255,31 @@ class SmtpClient:
                 raise ReplyTooLarge(f"{self.endpoint.id}: reply longer than {self.limits.max_reply_lines} lines")
             if m.group(2) != b"-":
                 return Reply(code, lines)
+
+    @classmethod
+    async def open_greeted(
+        cls, endpoint: Endpoint, ctx: ProbeContext, transcript: Transcript, *, conn: int = 0, **kwargs: object
+    ) -> tuple["SmtpClient", Reply]:
+        """``open`` + ``read_greeting``, with a fresh connection after a 421 greeting (up to
+        BUSY_RETRIES times, waiting 1 s, then 2 s). A busy server says 421 at the greeting when it
+        still counts our previous, already closed connections (Exim's ``smtp_accept_max``, 20 by
+        default, counts children it has not reaped yet; Postfix's anvil limits): a moment later it
+        answers again. A server that keeps saying 421 gets the last 421 back, as before."""
+        attempt = 0
+        while True:
+            client = await cls.open(endpoint, ctx, transcript, conn=conn, **kwargs)  # type: ignore[arg-type]
+            try:
+                greeting = await client.read_greeting()
+            except BaseException:
+                await client.close()
+                raise
+            if greeting.code != 421 or attempt >= BUSY_RETRIES:
+                client.busy_retries = attempt
+                return client, greeting
+            attempt += 1
+            await client.close()
+            transcript.add("*", f"greeting 421 (server busy): new connection in {BUSY_DELAY * attempt:g}s", conn)
+            await asyncio.sleep(BUSY_DELAY * attempt)
 
     async def read_greeting(self) -> Reply:
         """Wait (up to the greeting timeout) for the banner; we never speak first."""
@@ -280,16 +324,22 @@ class SmtpClient:
             # Bytes the server sent after its 220 but before the handshake are an injection risk.
             extra = bytes(self.reader._buffer)  # type: ignore[attr-defined]
             self.transcript.add("*", f"server sent {len(extra)} bytes after 220 before TLS", self.conn)
+        stall = self.ctx.stall
+        t0 = time.monotonic()
         try:
             await self.writer.start_tls(
                 tls_context or permissive_tls_context(),
                 server_hostname=_sni(self.endpoint.host),
-                ssl_handshake_timeout=self.ctx.timeouts.tls,
+                ssl_handshake_timeout=stall.cap(self.ctx.timeouts.tls, "tls") if stall is not None else self.ctx.timeouts.tls,
             )
         except (ssl.SSLError, ConnectionError, OSError, asyncio.TimeoutError) as exc:
+            if stall is not None:
+                stall.charge(time.monotonic() - t0, "tls")
             text = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
             self.transcript.add("*", f"TLS handshake failed: {text}", self.conn)
             raise TlsHandshakeFailed(f"{self.endpoint.id}: STARTTLS handshake failed: {text}") from None
+        if stall is not None:
+            stall.charge(time.monotonic() - t0, "tls")
         self._note_tls()
 
     async def raw_streams_after_starttls(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -312,13 +362,18 @@ class SmtpClient:
     def raw_streams(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return self.reader, self.writer
 
-    async def quit(self) -> None:
-        """Say goodbye politely if the connection is still usable; never raises."""
+    async def quit(self, *, wait: bool = True) -> None:
+        """Say goodbye politely if the connection is still usable; never raises.
+
+        ``wait=False`` sends QUIT and closes at once: for a server known to delay its replies
+        (an error tarpit), where waiting for the 221 would only cost the delay once more.
+        """
         if self.closed:
             return
         try:
             await self.send_line("QUIT")
-            await self.read_reply(timeout=min(5.0, self.ctx.timeouts.command))
+            if wait:
+                await self.read_reply(timeout=min(5.0, self.ctx.timeouts.command))
         except Exception:  # noqa: BLE001 - a rude goodbye is not an error worth reporting
             pass
         await self.close()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from smtpaudit import tomlcache
 from smtpaudit.paths import builtin_rules_dir
 
 SOURCES = ("banner", "ehlo", "help")
@@ -61,7 +62,7 @@ def data_path() -> Path:
 @lru_cache(maxsize=4)
 def load_patterns(path: Path | None = None) -> tuple[Pattern, ...]:
     path = path or data_path()
-    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    data = tomlcache.load(path)
     patterns = []
     for entry in data["fingerprint"]:
         if entry["source"] not in SOURCES:

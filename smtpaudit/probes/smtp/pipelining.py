@@ -26,9 +26,9 @@ class PipeliningProbe:
         async def body(result: ProbeResult, transcript: Transcript) -> None:
             f = result.facts
             result.connections += 1
-            client = await SmtpClient.open(endpoint, ctx, transcript, conn=0)
+            client, greeting = await SmtpClient.open_greeted(endpoint, ctx, transcript, conn=0)
+            result.connections += client.busy_retries
             try:
-                greeting = await client.read_greeting()
                 if greeting.code != 220:
                     raise ServiceUnavailable(f"{endpoint.id}: greeting {greeting.code} {greeting.text[:200]}")
                 await client.send_raw(f"EHLO {ctx.ehlo_name}\r\nNOOP\r\n".encode(), shown=f"EHLO {ctx.ehlo_name} + NOOP  [one write]")

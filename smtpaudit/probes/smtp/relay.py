@@ -4,10 +4,12 @@ Each attempt is ``RSET``, ``MAIL FROM``, and (only when MAIL was accepted) ``RCP
 is the RCPT reply. DATA is never sent, so nothing is ever delivered. External recipients use a
 reserved domain (``relaytest.invalid`` unless ``--relay-domain`` says otherwise).
 
-To stay below Postfix's error tarpit (responses slow down after 10 errors in one session) a
-connection is replaced after 8 error replies, and a sender the server refused once (Exim refuses
-address literals) is not sent again; a server that hangs up (Exim, after 3 syntax errors) gets a
-new connection, at most 5 in all. The control (a random local part at the server's own name: a
+To stay below error tarpits (Postfix delays every reply by 1 s once a session has made
+``smtpd_soft_error_limit`` errors: 10 by default, 5 in hardened setups) the attempts are spread
+over connections by an ``ErrorPacer`` (pacing.py): at most 4 errors per connection, fewer once a
+delayed reply showed where the server's limit is, and no reconnecting for a server that is slow
+from its first error. A sender the server refused once (Exim refuses address literals) is not sent
+again; a server that hangs up (Exim, after 3 syntax errors) gets a new connection, at most 5 times. The control (a random local part at the server's own name: a
 server that accepts it checks no recipients at RCPT time, so an accepted relay attempt might only
 be a later bounce) runs last: a random local part at each of the server's own domains in turn
 (``own_domains``: the scanned mail domain, the greeting and EHLO names and their parent
@@ -31,6 +33,7 @@ from typing import Any, ClassVar, Mapping
 from smtpaudit.probes.base import ConnectionClosed, ProbeContext, ProbeResult, ServiceUnavailable
 from smtpaudit.probes.smtp.behaviour import BehaviourProbe, Session, own_domains, random_local_part, relay_domain, session, short
 from smtpaudit.probes.smtp.client import Transcript
+from smtpaudit.probes.smtp.pacing import ErrorPacer, paced
 from smtpaudit.targets import Endpoint, Mode
 
 VARIANTS_FILE = Path(__file__).with_name("relay_variants.toml")
@@ -38,9 +41,10 @@ FROM_LOCAL = "smtpaudit"
 TO_LOCAL = "relaytest"
 # Recipient controls: at most this many of the server's own domains are tried.
 MAX_CONTROLS = 6
-# Errors per connection before a fresh one: Postfix slows every reply down after 10 (smtpd_soft_error_limit).
-ERRORS_PER_CONNECTION = 8
-MAX_CONNECTIONS = 5
+# Hang-ups (Exim after 3 syntax errors) tolerated before the test counts as cut short.
+MAX_HANGUPS = 5
+# Connections in all: 17 attempts at one error per connection, plus the hang-ups.
+MAX_CONNECTIONS = 24
 
 
 @lru_cache(maxsize=1)
@@ -70,6 +74,7 @@ class _Stop(Exception):
 
 class RelayProbe(BehaviourProbe):
     name: ClassVar[str] = "smtp.relay"
+    _hangups: int = 0  # connections the server closed during this run
     intrusive: ClassVar[bool] = False
     # tls.cert: the certificate's names are among the server's own domains for the recipient control.
     after: ClassVar[tuple[str, ...]] = ("smtp.session", "tls.cert")
@@ -99,25 +104,12 @@ class RelayProbe(BehaviourProbe):
         todo = list(variants())
         refused_senders: dict[str, tuple[int, str | None]] = {}
         control_done = False
+        pacer = ErrorPacer()
+        self._hangups = 0
         try:
             while todo or not control_done:
-                if result.connections >= MAX_CONNECTIONS:
-                    raise ConnectionClosed(f"{endpoint.id}: the server closed {MAX_CONNECTIONS} relay-test connections")
-                async with session(endpoint, ctx, transcript, result) as s:
-                    values["ip"] = values["ip"] or _peer_literal(s)
-                    f["smtp.relay.ip"] = values["ip"]
-                    errors = 0
-                    try:
-                        while todo and errors < ERRORS_PER_CONNECTION:
-                            errors += await self._attempt(s, todo.pop(0), values, f, attempts, refused_senders)
-                        if not todo and errors <= ERRORS_PER_CONNECTION:  # the control may be error 9
-                            await self._controls(s, candidates, domain, f)
-                            control_done = True
-                    except ConnectionClosed:
-                        # Exim hangs up after 3 syntax errors (smtp_max_synprot_errors): go on with a new connection.
-                        if attempts and attempts[-1]["accepted"] is None and "skipped" not in attempts[-1]:
-                            attempts[-1]["note"] = "the server closed the connection"
-                        await s.client.close()
+                control_done = await self._paced_connection(endpoint, ctx, transcript, result, pacer, todo, values,
+                                                            f, attempts, refused_senders, candidates, domain) or control_done
             f["smtp.relay.completed"] = True
         except _Stop:
             pass
@@ -137,6 +129,39 @@ class RelayProbe(BehaviourProbe):
                         pass
                     f["smtp.relay.starttls_attempt"] = tls_attempts[0]
                     f["smtp.relay.starttls_accepted"] = tls_attempts[0]["accepted"]
+
+    async def _paced_connection(
+        self, endpoint: Endpoint, ctx: ProbeContext, transcript: Transcript, result: ProbeResult, pacer: ErrorPacer,
+        todo: list[dict[str, Any]], values: dict[str, str | None], f: dict[str, Any], attempts: list[dict[str, Any]],
+        refused_senders: dict[str, tuple[int, str | None]], candidates: list[tuple[str, str]], domain: str,
+    ) -> bool:
+        """One connection's share of the attempts: until the pacer says the error budget is spent
+        (or a reply came late), then the controls when nothing is left. True once they ran."""
+        if result.connections >= MAX_CONNECTIONS or self._hangups >= MAX_HANGUPS:
+            raise ConnectionClosed(f"{endpoint.id}: relay test cut short after {result.connections} connections "
+                                   f"({self._hangups} closed by the server)")
+        async with session(endpoint, ctx, transcript, result) as s:
+            s.pacer = pacer
+            pacer.new_connection()
+            values["ip"] = values["ip"] or _peer_literal(s)
+            f["smtp.relay.ip"] = values["ip"]
+            try:
+                while todo and not pacer.exhausted():
+                    await self._attempt(s, todo.pop(0), values, f, attempts, refused_senders)
+                if pacer.delayed and pacer.per_session:
+                    transcript.add("*", f"reply delayed ({pacer.delays[-1]:g}s): the server tarpits after "
+                                        f"{pacer.tarpit_after} errors; next attempts on a fresh connection", s.client.conn)
+                    await s.client.quit(wait=False)  # its 221 would be delayed too
+                if not todo and not pacer.exhausted():
+                    await self._controls(s, candidates, domain, f)
+                    return True
+            except ConnectionClosed:
+                # Exim hangs up after 3 syntax errors (smtp_max_synprot_errors): go on with a new connection.
+                self._hangups += 1
+                if attempts and attempts[-1]["accepted"] is None and "skipped" not in attempts[-1]:
+                    attempts[-1]["note"] = "the server closed the connection"
+                await s.client.close()
+        return False
 
     @staticmethod
     def _summarise(f: dict[str, Any], attempts: list[dict[str, Any]]) -> None:
@@ -177,8 +202,8 @@ class RelayProbe(BehaviourProbe):
             record["accepted"] = False
             record["note"] = "this sender was refused earlier in the test; not sent again"
             return 0
-        await s.client.command("RSET")
-        mail = await s.client.command(f"MAIL FROM:<{mail_from}>")
+        await paced(s, "RSET")
+        mail = await paced(s, f"MAIL FROM:<{mail_from}>")
         record["mail_code"], record["mail_text"] = mail.code, short(mail)
         self._check_stop(mail.code, f)
         if not mail.positive:
@@ -186,7 +211,7 @@ class RelayProbe(BehaviourProbe):
             if mail.code >= 500:
                 refused_senders[mail_from] = (mail.code, short(mail))
             return 1
-        rcpt = await s.client.command(f"RCPT TO:<{rcpt_to}>")
+        rcpt = await paced(s, f"RCPT TO:<{rcpt_to}>")
         record["rcpt_code"], record["rcpt_text"] = rcpt.code, short(rcpt)
         record["accepted"] = 200 <= rcpt.code < 300
         self._check_stop(rcpt.code, f)
@@ -206,8 +231,8 @@ class RelayProbe(BehaviourProbe):
         one (``control``), and ``control_accepted``: false = the server refused a well-formed
         recipient, true = it accepted every one tried, null = none could be tried."""
         controls: list[dict[str, Any]] = f["smtp.relay.controls"]
-        await s.client.command("RSET")
-        mail = await s.client.command("MAIL FROM:<>")
+        await paced(s, "RSET")
+        mail = await paced(s, "MAIL FROM:<>")
         if not mail.positive:
             f["smtp.relay.control"] = {"rcpt_to": None, "code": mail.code, "text": short(mail), "accepted": None,
                                        "note": "MAIL FROM:<> refused: no control possible"}
@@ -226,7 +251,7 @@ class RelayProbe(BehaviourProbe):
             malformed = await self._rcpt_control(s, f"{random_local_part()}@{foreign.split('.', 1)[0]}..invalid", None, "malformed")
             controls.append(malformed)
             f["smtp.relay.malformed_rejected"] = malformed["accepted"] is False and malformed["code"] >= 500
-        await s.client.command("RSET")
+        await paced(s, "RSET")
         f["smtp.relay.control"] = refused or (controls[0] if controls else None)
         decisive = f["smtp.relay.control"]
         f["smtp.relay.control_rcpt"] = decisive["rcpt_to"] if decisive else None
@@ -236,7 +261,7 @@ class RelayProbe(BehaviourProbe):
 
     @staticmethod
     async def _rcpt_control(s: Session, address: str, domain: str | None, source: str) -> dict[str, Any]:
-        rcpt = await s.client.command(f"RCPT TO:<{address}>")
+        rcpt = await paced(s, f"RCPT TO:<{address}>")
         return {"rcpt_to": address, "domain": domain, "source": source, "code": rcpt.code, "text": short(rcpt),
                 "accepted": 200 <= rcpt.code < 300}
 

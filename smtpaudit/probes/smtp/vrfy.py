@@ -37,9 +37,9 @@ class VrfyProbe:
     async def run(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any]) -> ProbeResult:
         async def body(result: ProbeResult, transcript: Transcript) -> None:
             result.connections = 1
-            client = await SmtpClient.open(endpoint, ctx, transcript)
+            client, greeting = await SmtpClient.open_greeted(endpoint, ctx, transcript)
+            result.connections += client.busy_retries
             try:
-                greeting = await client.read_greeting()
                 if greeting.code != 220:
                     raise ServiceUnavailable(f"{endpoint.id}: greeting {greeting.code} {greeting.text[:200]}")
                 reply = await client.ehlo()

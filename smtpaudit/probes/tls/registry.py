@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from smtpaudit import tomlcache
+
 DATA_DIR = Path(__file__).parent / "data"
 
 # Protocol names as they appear in facts and in the suite table, oldest first.
@@ -115,7 +117,7 @@ class Registry:
 def _load(name: str) -> dict:
     path = DATA_DIR / name
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomlcache.load(path)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise RegistryError(f"{path}: {exc}") from None
 

@@ -73,6 +73,12 @@ class HelloOutcome:
         return f"{self.kind}: {self.detail}" if self.detail else self.kind
 
 
+# Silence tolerated after the ServerHello before the answer counts as decided without its tail:
+# at least TAIL_MIN seconds, or TAIL_FACTOR times as long as the ServerHello took to come.
+TAIL_MIN = 1.0
+TAIL_FACTOR = 4.0
+
+
 async def exchange(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
@@ -116,12 +122,13 @@ async def exchange(
         return finish(RESET, f"while sending hello: {exc}")
 
     got_hello = False
+    tail = timeout  # after the ServerHello: how long the rest of the flight may pause
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return finish(TIMEOUT, "no complete answer before the deadline" + (" (after ServerHello)" if got_hello else ""))
         try:
-            data = await asyncio.wait_for(reader.read(16384), timeout=remaining)
+            data = await asyncio.wait_for(reader.read(16384), timeout=min(remaining, tail) if got_hello else remaining)
         except (asyncio.TimeoutError, TimeoutError):
             if got_hello:
                 # The hello was decided; a missing tail (certificate, SKE) is not a rejection.
@@ -175,6 +182,9 @@ async def exchange(
                     sh = codec.parse_server_hello(ev.body)
                     out.server_hello = sh
                     got_hello = True
+                    # A server sends its whole first flight at once: a pause after the ServerHello
+                    # is a stall (OpenSMTPD's broken key engine), not worth the full hello timeout.
+                    tail = max(TAIL_MIN, TAIL_FACTOR * (time.monotonic() - started))
                     if not full_flight or sh.is_hrr or sh.negotiated_version >= 0x0304:
                         # TLS 1.3: everything after the ServerHello is encrypted.
                         return finish(HELLO)
