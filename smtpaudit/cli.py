@@ -492,13 +492,16 @@ def _write_streamed(report: dict[str, Any], spool: Any, args: argparse.Namespace
                              f"report(s) under {args.output_dir}/endpoints/\n")
         if not args.output:
             if not args.quiet:
-                write_streamed(report, spool, "text", sys.stdout)
+                write_streamed(report, spool, "text", sys.stdout, style=text.style_for(sys.stdout, args.color))
             return
     if args.output and args.output != "-":
-        out = _write_streamed_file(report, spool, fmt, args.output, sarif_artifact=args.sarif_artifact)
+        _write_streamed_file(report, spool, fmt, args.output, sarif_artifact=args.sarif_artifact)
         if not args.quiet:
-            write_streamed(report, spool, "text", sys.stdout)
-            sys.stdout.write(f"report written to {out}\n")
+            # The report is in the file the user named: stdout gets only the verdict per endpoint.
+            write_streamed(report, spool, "text", sys.stdout, style=text.style_for(sys.stdout, args.color), verdicts_only=True)
+    elif fmt == "text" and args.output != "-":
+        if not args.quiet:
+            write_streamed(report, spool, "text", sys.stdout, style=text.style_for(sys.stdout, args.color))
     elif not args.quiet or args.output == "-":
         write_streamed(report, spool, fmt, sys.stdout, sarif_artifact=args.sarif_artifact)
 

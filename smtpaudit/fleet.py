@@ -280,7 +280,8 @@ def _unique_names(ids: list[str]) -> dict[str, str]:
 
 
 def write_streamed(report: dict[str, Any], spool: Any, fmt: str, out: TextIO, *, sarif_artifact: str | None = None,
-                   files: dict[str, str] | None = None, link_ext: str | None = None) -> None:
+                   files: dict[str, str] | None = None, link_ext: str | None = None,
+                   style: Any = None, verdicts_only: bool = False) -> None:
     """Write ``report`` (endpoints = the spool's skeletons) in ``fmt`` to ``out`` with the spooled
     entries read one at a time (report/stream.py): memory stays flat in the number of endpoints."""
     # Renderers are imported only when used: jinja2 alone costs a CLI run ~0.08 s.
@@ -305,7 +306,11 @@ def write_streamed(report: dict[str, Any], spool: Any, fmt: str, out: TextIO, *,
     else:
         from smtpaudit.report import text
 
-        text.render({**report, "endpoints": entries()}, out)
+        if verdicts_only:
+            # One line per endpoint, streamed: a fleet's verdicts never need all entries at once.
+            text.render_verdicts({**report, "endpoints": entries()}, out, style)
+        else:
+            text.render({**report, "endpoints": list(entries())}, out, style)
 
 
 def write_output_dir_streamed(report: dict[str, Any], spool: Any, directory: str | Path, *, formats: list[str],
@@ -410,8 +415,14 @@ def merge_streamed(paths: list[str], *, mark: Callable[[dict[str, Any]], None] |
     if len(digests) > 1:
         spool.cleanup()
         raise FleetError(f"cannot merge reports made with different rule sets ({', '.join(sorted(digests))}); re-judge them with `smtpaudit evaluate` first")
-    merged = dict(heads[0])
     by_id = {sk["endpoint"]["id"]: sk for sk in spool.skeletons}
+    # Same key order as a report built in memory (build_report): the endpoints come before the
+    # gate and whatever was added after it, so both paths write the same bytes.
+    merged: dict[str, Any] = {}
+    for key, value in heads[0].items():
+        if key in ("gate", "baseline", "interrupted") and "endpoints" not in merged:
+            merged["endpoints"] = []
+        merged[key] = value
     merged["endpoints"] = [by_id[eid] for eid in order]
     if len(heads) > 1:
         merged["started"] = min(h["started"] for h in heads)
