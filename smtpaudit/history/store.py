@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import time
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -433,26 +434,48 @@ def open_store(path: str | Path, *, write: bool, timeout: float | None = None) -
     except sqlite3.Error as exc:
         raise HistoryError(f"{p}: cannot open the history database: {exc}") from None
     store = HistoryStore(p, conn, writable=write, timeout=wait)
+    give_up = time.monotonic() + wait
     try:
-        with store.errors("opening"):
-            _validate(store, write)
-            if write:
-                conn.execute("PRAGMA foreign_keys = ON")
-                if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                    conn.execute("PRAGMA journal_mode = WAL")  # readers never block the nightly writer
-                conn.execute("PRAGMA synchronous = NORMAL")  # durable enough in WAL mode, much faster
-                _migrate(store)
+        while True:
+            try:
+                with store.errors("opening"):
+                    _open_steps(store, write)
+                break
+            except HistoryError as exc:
+                # Two shards creating the same new database race on its first schema and on the
+                # switch to WAL, which SQLite answers "locked" at once instead of waiting out the
+                # busy timeout: try again until the same deadline.
+                if "locked" not in str(exc) or time.monotonic() >= give_up:
+                    raise
+                time.sleep(0.05)
     except BaseException:
         conn.close()
         raise
     return store
 
 
+def _open_steps(store: HistoryStore, write: bool) -> None:
+    conn = store.conn
+    _validate(store, write)
+    if write:
+        conn.execute("PRAGMA foreign_keys = ON")
+        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            conn.execute("PRAGMA journal_mode = WAL")  # readers never block the nightly writer
+        conn.execute("PRAGMA synchronous = NORMAL")  # durable enough in WAL mode, much faster
+        _migrate(store)
+
+
 def _validate(store: HistoryStore, write: bool) -> None:
     conn, p = store.conn, store.path
-    app = conn.execute("PRAGMA application_id").fetchone()[0]
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    # One read transaction: the three answers must come from one snapshot, or a shard that is
+    # creating the database commits between them and a half-seen history looks foreign.
+    conn.execute("BEGIN")
+    try:
+        app = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    finally:
+        conn.execute("COMMIT")
     if app != APPLICATION_ID:
         if app == 0 and version == 0 and objects == 0:
             if not write:
