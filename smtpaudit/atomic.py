@@ -13,7 +13,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import Any, Iterator, TextIO
 
 _TMP_PREFIX = ".smtpaudit-"
 _TMP_SUFFIX = ".tmp"
@@ -44,8 +44,10 @@ def _describe(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def write_bytes(path: str | Path, data: bytes) -> Path:
-    """Atomically replace ``path`` with ``data``; raise WriteError (old file untouched) on failure."""
+@contextmanager
+def _replacing(path: str | Path, mode: str, encoding: str | None = None) -> Iterator[Any]:
+    """A temporary file in ``path``'s directory, flushed, fsynced and renamed over ``path`` only
+    when the block succeeds; raise WriteError (old file untouched) on failure."""
     out = Path(path)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -53,20 +55,17 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
         raise WriteError(exc.errno, f"cannot write {out}: {_describe(exc)}") from None
     try:
         # The new file gets the old one's permissions, or the ones open() would give it.
-        mode = out.stat().st_mode & 0o7777
+        perms = out.stat().st_mode & 0o7777
     except OSError:
-        mode = 0o666 & ~_umask()
+        perms = 0o666 & ~_umask()
     tmp: str | None = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX + out.name + ".", suffix=_TMP_SUFFIX, dir=out.parent)
-        with os.fdopen(fd, "wb") as fh:
-            view = memoryview(data)
-            while view:
-                written = fh.write(view)
-                view = view[written:]
+        with os.fdopen(fd, mode, encoding=encoding) as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
+        os.chmod(tmp, perms)
         os.replace(tmp, out)
         tmp = None
     except OSError as exc:
@@ -80,7 +79,16 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
             except OSError:
                 pass
     _sync_dir(out.parent)
-    return out
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Atomically replace ``path`` with ``data``; raise WriteError (old file untouched) on failure."""
+    with _replacing(path, "wb") as fh:
+        view = memoryview(data)
+        while view:
+            written = fh.write(view)
+            view = view[written:]
+    return Path(path)
 
 
 def write_text(path: str | Path, content: str, *, encoding: str = "utf-8") -> Path:
@@ -106,32 +114,5 @@ def _sync_dir(directory: Path) -> None:
 def open_text(path: str | Path, *, encoding: str = "utf-8") -> Iterator[TextIO]:
     """``write_text`` for content written piece by piece (a streamed fleet report): the handle is a
     temporary file in the same directory, renamed over ``path`` only once the block succeeds."""
-    out = Path(path)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise WriteError(exc.errno, f"cannot write {out}: {_describe(exc)}") from None
-    try:
-        mode = out.stat().st_mode & 0o7777
-    except OSError:
-        mode = 0o666 & ~_umask()
-    tmp: str | None = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX + out.name + ".", suffix=_TMP_SUFFIX, dir=out.parent)
-        with os.fdopen(fd, "w", encoding=encoding) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, out)
-        tmp = None
-    except OSError as exc:
-        already = " (the previous file is left unchanged)" if out.exists() else ""
-        raise WriteError(exc.errno, f"cannot write {out}: {_describe(exc)}{already}") from None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-    _sync_dir(out.parent)
+    with _replacing(path, "w", encoding) as fh:
+        yield fh
