@@ -15,7 +15,7 @@ from typing import Any, Awaitable, Callable
 
 from smtpaudit.catalog import Catalog
 from smtpaudit.outcomes import ProbeStatus, Reason
-from smtpaudit.probes.base import ProbeContext, ProbeResult, ProbeSettings, StallBudget
+from smtpaudit.probes.base import ProbeContext, ProbeResult, ProbeSettings, SilenceWatch, StallBudget
 from smtpaudit.probes.dns.expand import expand_domains
 from smtpaudit.probes.net import HostSlots
 from smtpaudit.probes.registry import DOMAIN_PROBES, PROBES
@@ -24,9 +24,12 @@ from smtpaudit.targets import Endpoint
 from smtpaudit.timeutil import now_iso
 
 SESSION_PROBE = "smtp.session"
-# Waiting on a dripping or silent server, summed over an endpoint's connections, is bounded by this
-# many command timeouts (base.StallBudget); the endpoint deadline is only the last resort.
+# Waiting on slow TLS handshakes, summed over an endpoint's connections, is bounded by this many
+# command timeouts (base.StallBudget); the endpoint deadline is only the last resort.
 STALL_COMMANDS = 3
+# Connections silent at a step every server answers (EHLO, the command after it, the first TLS
+# bytes) before the endpoint's remaining waits at that step are not made (base.SilenceWatch).
+SILENT_CONNECTIONS = 3
 
 
 def endpoint_facts(endpoint: Endpoint) -> dict[str, Any]:
@@ -69,6 +72,7 @@ async def scan_endpoint(endpoint: Endpoint, probe_names: list[str], settings: Pr
         secrets=settings.secrets,
         # A few command timeouts of waiting on a stalling server, then reads fail fast.
         stall=StallBudget(STALL_COMMANDS * settings.timeouts.command),
+        silence=SilenceWatch(SILENT_CONNECTIONS),
     )
     facts = endpoint_facts(endpoint)
     started_iso, t0 = now_iso(), time.monotonic()

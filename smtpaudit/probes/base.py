@@ -67,6 +67,51 @@ class StallBudget:
             self.remaining[kind] -= waited - self.grace
 
 
+class SilenceWatch:
+    """Whether an endpoint has shown that it goes silent at a step every server answers at once.
+
+    Steps: ``greeting`` (dripped: its bytes spread over more than a second), ``ehlo`` (the reply
+    to EHLO), ``after_ehlo`` (the reply to the first command after EHLO: HELP, STARTTLS, MAIL,
+    VRFY...) and ``tls`` (the server's first TLS bytes after 220 to STARTTLS or on an implicit-TLS
+    socket, for any hello or handshake). A step that waited out its whole timeout with nothing
+    back (or a dripped greeting) is ``silent``; any answer there is ``answered`` and disarms the
+    step for good: the server does speak there, so a later silence is about what was asked (an
+    SSLv3 hello, an AUTH it never answers) and is waited out as usual ("silence is not refusal").
+    Once ``limit`` connections were silent at a step the endpoint never answered, ``gave_up`` is
+    true and the remaining waits at that step fail at once (``Silenced``, reason read_timeout):
+    their facts stay absent, their rules are not evaluated, the endpoint is incomplete.
+
+    Unlike a time budget over every read, this cannot fire on waits a probe makes on purpose, nor
+    on a server that is merely slow after an intrusive burst: the session probe's own EHLO, HELP
+    and STARTTLS handshake disarm every step on any server that answers them once.
+    """
+
+    STEPS = ("greeting", "ehlo", "after_ehlo", "tls")
+
+    def __init__(self, limit: int = 3) -> None:
+        self.limit = limit
+        self.silences = dict.fromkeys(self.STEPS, 0)
+        self.heard = dict.fromkeys(self.STEPS, False)
+
+    def silent(self, step: str) -> None:
+        self.silences[step] += 1
+
+    def answered(self, step: str) -> None:
+        self.heard[step] = True
+
+    def gave_up(self, step: str) -> bool:
+        return not self.heard[step] and self.silences[step] >= self.limit
+
+    def why(self, step: str) -> str:
+        n = self.silences[step]
+        if step == "greeting":
+            return (f"not waited for: the server dripped its greeting (bytes spread over more than a "
+                    f"second) on {n} connections and never sent one at once")
+        what = {"ehlo": "to EHLO", "after_ehlo": "to the first command after EHLO",
+                "tls": "to a TLS hello or handshake"}[step]
+        return f"not waited for: the server sent nothing {what} on {n} connections and never answered there"
+
+
 @dataclass(frozen=True)
 class ProbeSettings:
     """What the probes of every endpoint of a scan share: timing, caps, permissions, per-probe options."""
@@ -100,6 +145,9 @@ class ProbeContext:
     secrets: tuple[str, ...] = ()
     # Shared by the probes of one endpoint: bounds the time spent waiting on a stalling server.
     stall: StallBudget | None = None
+    # Shared by the probes of one endpoint: silence at a step every server answers is detected
+    # after a few connections and not waited out again.
+    silence: SilenceWatch | None = None
 
 
 @dataclass
@@ -137,6 +185,10 @@ class ConnectTimeout(ConnectFailed):
 
 class ReplyTimeout(ProbeError):
     reason = "read_timeout"
+
+
+class Silenced(ReplyTimeout):
+    """Not waited for: the endpoint already went silent at this step on several connections (SilenceWatch)."""
 
 
 class ReplyTooLarge(ProbeError):

@@ -26,6 +26,7 @@ from smtpaudit.probes.base import (
     ProbeContext,
     ReplyTimeout,
     ReplyTooLarge,
+    Silenced,
     SmtpProtocolError,
     TlsHandshakeFailed,
     TranscriptLine,
@@ -38,6 +39,9 @@ REDACTED = "[redacted]"
 # A 421 greeting from a busy server: reconnect this many times, waiting BUSY_DELAY s, then twice that.
 BUSY_RETRIES = 2
 BUSY_DELAY = 1.0
+# A reply line whose bytes take longer than this from the first to the last is dripped on purpose
+# (a tarpit): servers write a line at once, even when they send it late.
+DRIP_SECONDS = 1.0
 
 
 @dataclass
@@ -137,6 +141,12 @@ class SmtpClient:
         self.tls_cipher: str | None = None
         self.closed = False
         self.busy_retries = 0  # connections that got a 421 greeting before this one (open_greeted)
+        # The SilenceWatch step the next reply read belongs to ("ehlo", "after_ehlo"), if any.
+        self._step: str | None = None
+        # While a greeting is read: the longest first-to-last-byte time of its lines, and when the
+        # first byte of a line still unfinished came (read_greeting's drip detection).
+        self._spread: float | None = None
+        self._dripping: float | None = None
 
     @classmethod
     async def open(
@@ -193,6 +203,16 @@ class SmtpClient:
             self.tls_cipher = cipher[0] if cipher else None
         self.transcript.add("*", f"TLS established: {self.tls_version} {self.tls_cipher}", self.conn)
 
+    async def _timed_line(self) -> bytes:
+        """One line, noting how long its bytes took from the first to the last (``self._spread``)."""
+        first = await self.reader.readexactly(1)
+        t_first = time.monotonic()
+        self._dripping = t_first  # a byte came: a timeout from here on is a drip, not silence
+        rest = b"" if first == b"\n" else await self.reader.readuntil(b"\n")
+        self._dripping = None
+        self._spread = max(self._spread or 0.0, time.monotonic() - t_first)
+        return first + rest
+
     async def _read_line(self, timeout: float, *, charged: bool = False) -> bytes:
         # Only waits nobody asked for are charged to the stall budget (greetings; the TLS handshake
         # in upgrade_tls): probes that wait on purpose (smuggling, idle watch) must not spend it.
@@ -202,7 +222,10 @@ class SmtpClient:
             timeout = stall.cap(timeout)
         t0 = time.monotonic()
         try:
-            raw = await asyncio.wait_for(self.reader.readuntil(b"\n"), timeout=timeout)
+            if self._spread is None:
+                raw = await asyncio.wait_for(self.reader.readuntil(b"\n"), timeout=timeout)
+            else:
+                raw = await asyncio.wait_for(self._timed_line(), timeout=timeout)
         except asyncio.TimeoutError:
             if stall is not None:
                 stall.charge(time.monotonic() - t0)
@@ -231,8 +254,35 @@ class SmtpClient:
         return raw
 
     async def read_reply(self, timeout: float | None = None, *, charged: bool = False) -> Reply:
-        """Read one complete (possibly multi-line) reply, or raise a ProbeError."""
+        """Read one complete (possibly multi-line) reply, or raise a ProbeError.
+
+        The replies to EHLO and to the first command after it are watched steps (``SilenceWatch``):
+        a full command timeout there is reported as silence, any reply as an answer; once the
+        endpoint has gone silent there often enough and never answered, the wait is not made."""
         timeout = self.ctx.timeouts.command if timeout is None else timeout
+        step, self._step = self._step, None
+        watch = self.ctx.silence if step is not None else None
+        if watch is None or step is None:
+            return await self._read_full_reply(timeout, charged=charged)
+        if watch.gave_up(step):
+            why = watch.why(step)
+            self.transcript.add("*", why, self.conn)
+            raise Silenced(f"{self.endpoint.id}: {why}")
+        try:
+            reply = await self._read_full_reply(timeout, charged=charged)
+        except ReplyTimeout:
+            # Only a full wait is silence: a probe's own shorter wait proves nothing.
+            if timeout >= self.ctx.timeouts.command:
+                watch.silent(step)
+            raise
+        watch.answered(step)
+        return reply
+
+    def watch_next(self, step: str) -> None:
+        """The next reply read belongs to a ``SilenceWatch`` step (for commands sent with send_raw)."""
+        self._step = step
+
+    async def _read_full_reply(self, timeout: float, *, charged: bool = False) -> Reply:
         deadline = time.monotonic() + timeout
         code: int | None = None
         lines: list[str] = []
@@ -282,8 +332,30 @@ class SmtpClient:
             await asyncio.sleep(BUSY_DELAY * attempt)
 
     async def read_greeting(self) -> Reply:
-        """Wait (up to the greeting timeout) for the banner; we never speak first."""
-        return await self.read_reply(self.ctx.timeouts.greeting)
+        """Wait (up to the greeting timeout) for the banner; we never speak first.
+
+        A late greeting is normal (Postfix's postscreen, a server busy after a burst) and is
+        waited for; a *dripped* one (a line whose bytes take more than DRIP_SECONDS from first to
+        last: a tarpit) is a ``SilenceWatch`` step: after a few such connections the endpoint's
+        remaining greetings are not waited for."""
+        watch = self.ctx.silence
+        if watch is None:
+            return await self.read_reply(self.ctx.timeouts.greeting)
+        if watch.gave_up("greeting"):
+            why = watch.why("greeting")
+            self.transcript.add("*", why, self.conn)
+            raise Silenced(f"{self.endpoint.id}: {why}")
+        self._spread, self._dripping = 0.0, None
+        try:
+            reply = await self.read_reply(self.ctx.timeouts.greeting)
+        except ReplyTimeout:
+            if self._dripping is not None:
+                watch.silent("greeting")  # bytes came, the line never ended
+            raise
+        finally:
+            spread, self._spread = self._spread or 0.0, None
+        (watch.silent if spread > DRIP_SECONDS else watch.answered)("greeting")
+        return reply
 
     async def send_line(self, line: str, *, shown: str | None = None) -> None:
         """Send one command line; ``shown`` replaces it in the transcript (for secrets)."""
@@ -309,7 +381,10 @@ class SmtpClient:
         return await self.read_reply(timeout)
 
     async def ehlo(self, name: str | None = None) -> Reply:
-        return await self.command(f"EHLO {name or self.ctx.ehlo_name}")
+        self._step = "ehlo"
+        reply = await self.command(f"EHLO {name or self.ctx.ehlo_name}")
+        self._step = "after_ehlo"
+        return reply
 
     async def starttls(self, tls_context: ssl.SSLContext | None = None) -> Reply:
         """Send STARTTLS; on 220 upgrade the connection. Raises TlsHandshakeFailed if the handshake fails."""
@@ -324,22 +399,32 @@ class SmtpClient:
             # Bytes the server sent after its 220 but before the handshake are an injection risk.
             extra = bytes(self.reader._buffer)  # type: ignore[attr-defined]
             self.transcript.add("*", f"server sent {len(extra)} bytes after 220 before TLS", self.conn)
-        stall = self.ctx.stall
+        stall, watch = self.ctx.stall, self.ctx.silence
+        if watch is not None and watch.gave_up("tls"):
+            self.transcript.add("*", f"TLS handshake {watch.why('tls')}", self.conn)
+            raise Silenced(f"{self.endpoint.id}: STARTTLS handshake {watch.why('tls')}")
+        limit = stall.cap(self.ctx.timeouts.tls, "tls") if stall is not None else self.ctx.timeouts.tls
         t0 = time.monotonic()
         try:
             await self.writer.start_tls(
                 tls_context or permissive_tls_context(),
                 server_hostname=_sni(self.endpoint.host),
-                ssl_handshake_timeout=stall.cap(self.ctx.timeouts.tls, "tls") if stall is not None else self.ctx.timeouts.tls,
+                ssl_handshake_timeout=limit,
             )
         except (ssl.SSLError, ConnectionError, OSError, asyncio.TimeoutError) as exc:
             if stall is not None:
                 stall.charge(time.monotonic() - t0, "tls")
+            if watch is not None:
+                # asyncio does not say whether any byte came back: a handshake that ran out its
+                # whole time counts as silence, one that ended earlier (alert, reset) as an answer.
+                (watch.silent if time.monotonic() - t0 >= limit - 0.05 else watch.answered)("tls")
             text = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
             self.transcript.add("*", f"TLS handshake failed: {text}", self.conn)
             raise TlsHandshakeFailed(f"{self.endpoint.id}: STARTTLS handshake failed: {text}") from None
         if stall is not None:
             stall.charge(time.monotonic() - t0, "tls")
+        if watch is not None:
+            watch.answered("tls")
         self._note_tls()
 
     async def raw_streams_after_starttls(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

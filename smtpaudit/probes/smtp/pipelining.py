@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Mapping
 
-from smtpaudit.probes.base import ConnectionClosed, ProbeContext, ProbeResult, ReplyTimeout, ServiceUnavailable
+from smtpaudit.probes.base import ConnectionClosed, ProbeContext, ProbeResult, ReplyTimeout, ServiceUnavailable, Silenced
 from smtpaudit.probes.smtp.behaviour import run_guarded, short
 from smtpaudit.probes.smtp.client import Reply, SmtpClient, Transcript
 from smtpaudit.targets import Endpoint
@@ -34,12 +34,27 @@ class PipeliningProbe:
                 await client.send_raw(f"EHLO {ctx.ehlo_name}\r\nNOOP\r\n".encode(), shown=f"EHLO {ctx.ehlo_name} + NOOP  [one write]")
                 replies: list[Reply] = []
                 closed = False
+                wait = min(ctx.timeouts.command, 10.0)
                 try:
                     while len(replies) < 2:
-                        replies.append(await client.read_reply(timeout=min(ctx.timeouts.command, 10.0)))
+                        # SilenceWatch steps: the first reply answers EHLO, the second the NOOP after it.
+                        client.watch_next("after_ehlo" if replies else "ehlo")
+                        replies.append(await client.read_reply(timeout=wait))
                         if replies[-1].code >= 400:
                             break
-                except (ConnectionClosed, ReplyTimeout):
+                except ConnectionClosed:
+                    closed = True
+                except Silenced:
+                    raise  # the endpoint went silent at this step before: nothing was waited for
+                except ReplyTimeout:
+                    if not replies:
+                        # Not even EHLO was answered: a silent server, not one that refused the
+                        # pipelined group. Nothing observed, so no verdict (never "not accepted").
+                        raise
+                    # EHLO answered, the NOOP sent with it not: dropped (refused), or a server
+                    # silent after EHLO? Only an answer to a NOOP sent on its own tells them apart.
+                    client.watch_next("after_ehlo")
+                    await client.command("NOOP", timeout=wait)
                     closed = True
                 f["smtp.pipelining.advertised"] = bool(replies) and replies[0].code == 250 and any(
                     ln.split()[:1] == ["PIPELINING"] for ln in (x.upper() for x in replies[0].lines[1:]))

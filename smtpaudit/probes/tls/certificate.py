@@ -19,7 +19,7 @@ from smtpaudit.outcomes import ProbeStatus, Reason
 from smtpaudit.probes.base import ProbeContext, ProbeResult
 from smtpaudit.probes.smtp.client import Transcript
 from smtpaudit.probes.tls import certs, handshake
-from smtpaudit.probes.tls.connect import SmtpTlsConnector, sni_for, starttls_unavailable
+from smtpaudit.probes.tls.connect import SilentEndpoint, SmtpTlsConnector, sni_for, starttls_unavailable
 from smtpaudit.probes.tls.scanner import ConnectError
 from smtpaudit.targets import Endpoint
 
@@ -57,6 +57,9 @@ class TlsCertificateProbe:
                     reader, writer, server_name=sni_for(endpoint), timeout=ctx.timeouts.tls,
                     ciphers=handshake.AUTHENTICATED_CIPHERS,
                 )
+                if ctx.silence is not None:
+                    silent = hs.outcome == handshake.TIMEOUT and not hs.received
+                    (ctx.silence.silent if silent else ctx.silence.answered)("tls")
             finally:
                 if writer is not None:
                     writer.close()  # also gives the host slot back (probes/net.py)
@@ -71,7 +74,9 @@ class TlsCertificateProbe:
                 transcript.add("*", f"{hs.detail} ({len(hs.chain)} certificate(s) received before that)", 1)
                 if hs.outcome != handshake.FAILED:
                     # Timeout or a local limitation: nothing was learnt about the server.
-                    result.status, result.error_reason, result.error_message = ProbeStatus.ERROR, Reason.TLS_HANDSHAKE, hs.detail
+                    silent = hs.outcome == handshake.TIMEOUT and not hs.received
+                    result.status, result.error_reason, result.error_message = (
+                        ProbeStatus.ERROR, Reason.READ_TIMEOUT if silent else Reason.TLS_HANDSHAKE, hs.detail)
                     return result
                 # The server answered and the handshake failed: an observation, not a probe error.
                 f["tls.cert.handshake_ok"] = False
@@ -94,7 +99,8 @@ class TlsCertificateProbe:
                 # "not evaluated" (an anonymous-only or broken server), never "passed".
                 f["tls.cert.chain_length"] = 0
         except ConnectError as exc:
-            result.status, result.error_reason, result.error_message = ProbeStatus.ERROR, Reason.CONNECT, str(exc)
+            reason = Reason.READ_TIMEOUT if isinstance(exc, SilentEndpoint) else Reason.CONNECT
+            result.status, result.error_reason, result.error_message = ProbeStatus.ERROR, reason, str(exc)
         finally:
             result.transcript = transcript.lines
             result.duration = time.monotonic() - started

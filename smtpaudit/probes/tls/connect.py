@@ -11,7 +11,7 @@ import asyncio
 import ipaddress
 from typing import Any, Mapping
 
-from smtpaudit.probes.base import ProbeContext, ProbeError, ServiceUnavailable
+from smtpaudit.probes.base import ProbeContext, ProbeError, ServiceUnavailable, Silenced
 from smtpaudit.probes.smtp.client import SmtpClient, Transcript
 from smtpaudit.probes.tls.scanner import ConnectError
 from smtpaudit.targets import Endpoint, Mode
@@ -35,6 +35,14 @@ def starttls_unavailable(endpoint: Endpoint, prior: Mapping[str, Any]) -> str | 
     return None
 
 
+class SilentEndpoint(ConnectError):
+    """No stream: the endpoint already went silent on enough connections (``SilenceWatch``), so
+    another one would only wait out the same timeout. Not retried; the probe reports read_timeout."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+
 class SmtpTlsConnector:
     """A ``scanner.Connector``: each call yields raw streams positioned for a ClientHello."""
 
@@ -43,8 +51,13 @@ class SmtpTlsConnector:
         self.ctx = ctx
         self.transcript = transcript
         self.opened = 0
+        self.silenced: str | None = None  # why a stream was refused (SilenceWatch), if one was
 
     async def __call__(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        watch = self.ctx.silence
+        if watch is not None and watch.gave_up("tls"):
+            self.silenced = f"{self.endpoint.id}: no connection opened: {watch.why('tls')}"
+            raise SilentEndpoint(self.silenced)
         self.opened += 1
         keep = self.opened == 1
         transcript = self.transcript if keep else Transcript(self.ctx.secrets)
@@ -57,6 +70,10 @@ class SmtpTlsConnector:
         except ServiceUnavailable as exc:
             await _close(client)
             raise ConnectError(exc.message) from None
+        except Silenced as exc:
+            await _close(client)
+            self.silenced = exc.message
+            raise SilentEndpoint(exc.message) from None
         except ProbeError as exc:
             await _close(client)
             # A refused STARTTLS (5xx) will not change on retry; a 4xx / closed connection may.

@@ -36,6 +36,7 @@ class HandshakeResult:
     version: str | None = None  # negotiated, OpenSSL's name (TLSv1.2)
     cipher: str | None = None  # negotiated, OpenSSL's name
     chain: list[bytes] = field(default_factory=list)  # DER, leaf first, as served (also after a failure)
+    received: int = 0  # bytes the server sent (0 with TIMEOUT: it never spoke)
 
     @property
     def completed(self) -> bool:
@@ -138,11 +139,11 @@ async def run_handshake(
             break
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return HandshakeResult(TIMEOUT, "TLS handshake timed out", chain=_chain(conn))
+            return HandshakeResult(TIMEOUT, _timed_out(received), chain=_chain(conn), received=received)
         try:
             data = await asyncio.wait_for(reader.read(16384), timeout=remaining)
         except (asyncio.TimeoutError, TimeoutError):
-            return HandshakeResult(TIMEOUT, "TLS handshake timed out", chain=_chain(conn))
+            return HandshakeResult(TIMEOUT, _timed_out(received), chain=_chain(conn), received=received)
         except OSError as exc:
             return HandshakeResult(FAILED, f"connection lost during the TLS handshake: {exc}", chain=_chain(conn))
         if not data:
@@ -158,6 +159,10 @@ async def run_handshake(
         cipher=conn.get_cipher_name(),
         chain=_chain(conn),
     )
+
+
+def _timed_out(received: int) -> str:
+    return "TLS handshake timed out" + ("" if received else " (the server sent nothing)")
 
 
 def _chain(conn: Any) -> list[bytes]:

@@ -12,7 +12,7 @@ Turns ``scanner.TlsScanner`` results into the facts declared in
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 from smtpaudit.outcomes import ProbeStatus, Reason
 from smtpaudit.probes.base import ProbeContext, ProbeResult
@@ -60,6 +60,14 @@ FACTS = (
     "tls.scan.errors",
     "tls.scan.hellos",
 )
+
+
+def tls_reply_sink(ctx: ProbeContext) -> Callable[[bool], None] | None:
+    """What the scanner calls after each hello or handshake: feeds the endpoint's SilenceWatch."""
+    watch = ctx.silence
+    if watch is None:
+        return None
+    return lambda silent: watch.silent("tls") if silent else watch.answered("tls")
 
 
 def scan_config(endpoint: Endpoint, ctx: ProbeContext) -> ScanConfig:
@@ -296,6 +304,7 @@ class TlsProtocolsProbe:
             scan_config(endpoint, ctx),
             registry=reg,
             on_event=lambda conn, d, text: transcript.add(d, text, conn),
+            on_reply=tls_reply_sink(ctx),
         )
         try:
             results = await scanner.scan_protocols()
@@ -344,6 +353,11 @@ class TlsProtocolsProbe:
                 no_hello = any(results[p].accepted is None for p in undecided)
                 result.error_reason = Reason.CONNECT if no_hello else Reason.TLS_HANDSHAKE
                 result.error_message = f"could not test {', '.join(undecided)}: " + "; ".join((errors + why)[:3])
+                if connector.silenced:
+                    # Silent (after STARTTLS, or earlier) on every connection so far: nothing was
+                    # refused, nothing seen; the hellos left were not sent.
+                    result.error_reason = Reason.READ_TIMEOUT
+                    result.error_message = f"could not test {', '.join(undecided)}: {connector.silenced}"
         finally:
             result.connections = scanner.connections
             result.transcript = transcript.lines

@@ -24,6 +24,8 @@ from smtpaudit.probes.tls.registry import PROTOCOL_VERSION, Registry, load_regis
 
 Connector = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 EventSink = Callable[[int, str, str], None]  # (connection number, "C"|"S"|"*", text)
+# Told after each hello or handshake that reached the server: True when nothing came back in time.
+ReplySink = Callable[[bool], None]
 
 LEGACY_PROTOCOLS = ("SSLv3", "TLSv1.0", "TLSv1.1", "TLSv1.2")
 CONNECT_ERROR = "connect_error"
@@ -108,7 +110,9 @@ class TlsScanner:
         registry: Registry | None = None,
         slots: asyncio.Semaphore | None = None,
         on_event: EventSink | None = None,
+        on_reply: ReplySink | None = None,
     ) -> None:
+        self.on_reply = on_reply
         self.connect = connect
         self.config = config or ScanConfig()
         self.reg = registry or load_registry()
@@ -122,6 +126,10 @@ class TlsScanner:
     def _emit(self, conn: int, direction: str, text: str) -> None:
         if self.on_event is not None:
             self.on_event(conn, direction, text)
+
+    def _heard(self, silent: bool) -> None:
+        if self.on_reply is not None:
+            self.on_reply(silent)
 
     def _kx_for(self, code: int) -> str:
         s = self.reg.suite(code)
@@ -160,6 +168,7 @@ class TlsScanner:
                             sslv2=sslv2,
                         )
                         self._emit(conn, "S", out.describe())
+                        self._heard(out.kind == wire.TIMEOUT and not out.bytes_received)
                         return out
                     finally:
                         writer.close()
@@ -509,6 +518,7 @@ class TlsScanner:
                             ciphers=ciphers,
                             tls13_ciphers=tls13_ciphers,
                         )
+                        self._heard(res.outcome == handshake.TIMEOUT and not res.received)
                         if res.completed:
                             self._emit(conn, "S", f"handshake completed: {res.version} {res.cipher}")
                         else:

@@ -1,0 +1,187 @@
+"""Fake SMTP servers that go silent or drip, one thread per connection, real TLS where they answer.
+
+Each ``Behaviour`` is one way a server wastes a scanner's time:
+
+* ``silent_tls``: STARTTLS answered 220, then nothing, ever (the ClientHello is read and ignored).
+* ``picky_tls``: a working TLS 1.2/1.3 server (Python's ``ssl``) that never answers SSLv2 or
+  SSLv3 hellos (it peeks at the ClientHello and stays silent): those versions are undetermined,
+  everything else must be scanned as usual.
+* ``drip``: the greeting arrives one byte every ``drip`` seconds; the rest is a normal server.
+* ``greeting_then_silence``: a 220 greeting, then nothing.
+* ``silent_after_ehlo``: greeting and EHLO (with STARTTLS) answered, then nothing.
+
+Blocking sockets, not asyncio: peeking at the ClientHello before the TLS library reads it needs
+``MSG_PEEK``. Runnable for measurements: ``python3 -m tests.fakes.stalling silent_tls`` prints
+``port N`` and serves until killed.
+"""
+
+from __future__ import annotations
+
+import socket
+import socketserver
+import ssl
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+BEHAVIOURS = ("silent_tls", "picky_tls", "drip", "greeting_then_silence", "silent_after_ehlo")
+GREETING = b"220 stall.example.test ESMTP\r\n"
+
+
+@dataclass
+class Behaviour:
+    kind: str
+    drip: float = 0.1  # seconds per greeting byte (``drip`` only)
+
+
+def _silence(sock: socket.socket | ssl.SSLSocket) -> None:
+    """Read and discard until the client hangs up."""
+    try:
+        while sock.recv(4096):
+            pass
+    except OSError:
+        pass
+
+
+def _old_hello(sock: socket.socket, wait: float = 5.0) -> bool:
+    """True when the ClientHello waiting on ``sock`` is SSLv2 or asks for SSLv3 (peeked, not read)."""
+    end = time.monotonic() + wait
+    head = b""
+    while len(head) < 11 and time.monotonic() < end:
+        sock.settimeout(max(0.01, end - time.monotonic()))
+        try:
+            head = sock.recv(11, socket.MSG_PEEK)
+        except OSError:
+            return False
+        if not head:
+            return False
+        if len(head) < 11:
+            time.sleep(0.01)
+    sock.settimeout(None)
+    if head[:1] and head[0] & 0x80:
+        return True  # SSLv2 record header
+    # TLS record (5 bytes), handshake header (4), then client_version.
+    return len(head) >= 11 and head[0] == 0x16 and head[9:11] == b"\x03\x00"
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    server: "_Server"
+
+    def handle(self) -> None:
+        b = self.server.behaviour
+        self.server.connections += 1
+        sock: socket.socket | ssl.SSLSocket = self.request
+        try:
+            if b.kind == "drip":
+                for i in range(len(GREETING)):
+                    sock.sendall(GREETING[i:i + 1])
+                    time.sleep(b.drip)
+            else:
+                sock.sendall(GREETING)
+            if b.kind == "greeting_then_silence":
+                return _silence(sock)
+            tls = False
+            buf = b""
+            while True:
+                while b"\n" not in buf:
+                    data = sock.recv(4096)
+                    if not data:
+                        return
+                    buf += data
+                    if len(buf) > 65536:
+                        return
+                line, buf = buf.split(b"\n", 1)
+                verb = line.strip().split(b" ", 1)[0].upper()
+                if verb in (b"EHLO", b"HELO"):
+                    kws = [b"stall.example.test", b"PIPELINING", b"SIZE 10000000", b"8BITMIME", b"ENHANCEDSTATUSCODES"]
+                    if not tls:
+                        kws.append(b"STARTTLS")
+                    if verb == b"HELO":
+                        kws = kws[:1]
+                    sock.sendall(b"".join((b"250 " if i == len(kws) - 1 else b"250-") + k + b"\r\n" for i, k in enumerate(kws)))
+                    if b.kind == "silent_after_ehlo":
+                        return _silence(sock)
+                    continue
+                if verb == b"STARTTLS" and not tls:
+                    sock.sendall(b"220 2.0.0 Ready to start TLS\r\n")
+                    buf = b""  # RFC 3207: whatever was pipelined after STARTTLS is discarded
+                    if b.kind == "silent_tls" or (b.kind == "picky_tls" and _old_hello(sock)):
+                        return _silence(sock)
+                    try:
+                        sock = self.server.tls.wrap_socket(sock, server_side=True)
+                    except (ssl.SSLError, OSError):
+                        return
+                    tls = True
+                    continue
+                reply = {
+                    b"MAIL": b"250 2.1.0 Ok\r\n",
+                    b"RCPT": b"554 5.7.1 Relay access denied\r\n",
+                    b"RSET": b"250 2.0.0 Ok\r\n",
+                    b"NOOP": b"250 2.0.0 Ok\r\n",
+                    b"VRFY": b"252 2.0.0 Cannot VRFY user\r\n",
+                    b"HELP": b"214 2.0.0 see RFC 5321\r\n",
+                    b"DATA": b"503 5.5.1 Error: need RCPT command\r\n",
+                    b"QUIT": b"221 2.0.0 Bye\r\n",
+                }.get(verb, b"502 5.5.2 Error: command not recognized\r\n")
+                sock.sendall(reply)
+                if verb == b"QUIT":
+                    return
+        except OSError:
+            return
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, behaviour: Behaviour, tls: ssl.SSLContext) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.behaviour = behaviour
+        self.tls = tls
+        self.connections = 0
+
+
+class StallingServer:
+    """One fake on 127.0.0.1 (a free port) in a background thread; ``close()`` stops it."""
+
+    def __init__(self, kind: str, *, drip: float = 0.1, cert_dir: Path | None = None) -> None:
+        if kind not in BEHAVIOURS:
+            raise ValueError(f"unknown behaviour {kind!r}; one of {', '.join(BEHAVIOURS)}")
+        from tests.fakes.certs import server_context
+
+        self._srv = _Server(Behaviour(kind, drip), server_context(cert_dir))
+        self.port = self._srv.server_address[1]
+        self._thread = threading.Thread(target=self._srv.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def connections(self) -> int:
+        return self._srv.connections
+
+    def close(self) -> None:
+        self._srv.shutdown()
+        self._srv.server_close()
+
+    def __enter__(self) -> "StallingServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+if __name__ == "__main__":
+    kind = sys.argv[1] if len(sys.argv) > 1 else "silent_tls"
+    drip = float(sys.argv[2]) if len(sys.argv) > 2 else 0.1
+    server = StallingServer(kind, drip=drip)
+    print(f"port {server.port}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.close()
