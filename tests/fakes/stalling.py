@@ -36,8 +36,9 @@ class Behaviour:
     drip: float = 0.1  # seconds per greeting byte (``drip`` only)
 
 
-def _silence(sock: socket.socket | ssl.SSLSocket) -> None:
+def _silence(server: "_Server", sock: socket.socket | ssl.SSLSocket) -> None:
     """Read and discard until the client hangs up."""
+    server.silences += 1
     try:
         while sock.recv(4096):
             pass
@@ -81,7 +82,7 @@ class _Handler(socketserver.BaseRequestHandler):
             else:
                 sock.sendall(GREETING)
             if b.kind == "greeting_then_silence":
-                return _silence(sock)
+                return _silence(self.server, sock)
             tls = False
             buf = b""
             while True:
@@ -102,13 +103,13 @@ class _Handler(socketserver.BaseRequestHandler):
                         kws = kws[:1]
                     sock.sendall(b"".join((b"250 " if i == len(kws) - 1 else b"250-") + k + b"\r\n" for i, k in enumerate(kws)))
                     if b.kind == "silent_after_ehlo":
-                        return _silence(sock)
+                        return _silence(self.server, sock)
                     continue
                 if verb == b"STARTTLS" and not tls:
                     sock.sendall(b"220 2.0.0 Ready to start TLS\r\n")
                     buf = b""  # RFC 3207: whatever was pipelined after STARTTLS is discarded
                     if b.kind == "silent_tls" or (b.kind == "picky_tls" and _old_hello(sock)):
-                        return _silence(sock)
+                        return _silence(self.server, sock)
                     try:
                         sock = self.server.tls.wrap_socket(sock, server_side=True)
                     except (ssl.SSLError, OSError):
@@ -141,6 +142,7 @@ class _Server(socketserver.ThreadingTCPServer):
         self.behaviour = behaviour
         self.tls = tls
         self.connections = 0
+        self.silences = 0  # connections on which it went silent
 
 
 class StallingServer:
@@ -163,6 +165,10 @@ class StallingServer:
     @property
     def connections(self) -> int:
         return self._srv.connections
+
+    @property
+    def silences(self) -> int:
+        return self._srv.silences
 
     def close(self) -> None:
         self._srv.shutdown()

@@ -161,6 +161,12 @@ class SmtpClient:
     ) -> "SmtpClient":
         """Connect (and for implicit-TLS endpoints, handshake). Does not read the greeting."""
         use_tls = endpoint.mode is Mode.IMPLICIT if implicit_tls is None else implicit_tls
+        watch = ctx.silence
+        given_up = [s for s in ("greeting", "ehlo", "after_ehlo") if watch is not None and watch.gave_up(s)]
+        if watch is not None and given_up:
+            # Every SMTP dialogue passes that step: another connection would only stall there too.
+            transcript.add("*", f"no connection opened: {watch.why(given_up[0])}", conn)
+            raise Silenced(f"{endpoint.id}: no connection opened: {watch.why(given_up[0])}")
         transcript.add("*", f"connect {endpoint.connect_host}:{endpoint.port}" + (" (implicit TLS)" if use_tls else ""), conn)
         try:
             reader, writer = await open_connection(
