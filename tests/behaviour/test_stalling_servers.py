@@ -113,6 +113,7 @@ def test_silence_for_some_versions_only_keeps_every_other_verdict() -> None:
     # The undecided versions make the probe (and the endpoint) unfinished: no grade, exit 3...
     _assert_incomplete(report, entry)
     assert _probe(entry, "tls.protocols")["status"] == "error"
+    assert _probe(entry, "tls.protocols")["error_reason"] == "read_timeout"  # silence, not a failed connection
     # ... and the rules about them are not evaluated, never passed.
     judged = set(entry["passed"]) | {x["rule_id"] for x in entry["findings"]}
     assert not {"tls-sslv3-accepted", "tls-sslv2-accepted"} & judged

@@ -18,7 +18,7 @@ from smtpaudit.outcomes import ProbeStatus, Reason
 from smtpaudit.probes.base import ProbeContext, ProbeResult
 from smtpaudit.probes.smtp.client import Transcript
 from smtpaudit.probes.tls.connect import SmtpTlsConnector, sni_for, starttls_unavailable
-from smtpaudit.probes.tls import handshake
+from smtpaudit.probes.tls import handshake, wire
 from smtpaudit.probes.tls.registry import PROTOCOLS, Registry, load_registry
 from smtpaudit.probes.tls.scanner import Confirmation, ProtocolResult, ScanConfig, TlsScanner, suite_class
 from smtpaudit.targets import Endpoint
@@ -352,6 +352,11 @@ class TlsProtocolsProbe:
                 # Never reached (connection refused, 421) vs. selected but no handshake decided.
                 no_hello = any(results[p].accepted is None for p in undecided)
                 result.error_reason = Reason.CONNECT if no_hello else Reason.TLS_HANDSHAKE
+                if no_hello and all(results[p].detail.startswith(wire.TIMEOUT) for p in undecided
+                                    if p in results and results[p].accepted is None):
+                    # Hellos that got no answer at all (a server silent to SSLv3 hellos, say):
+                    # the version is undetermined because nothing came back, not for want of a connection.
+                    result.error_reason = Reason.READ_TIMEOUT
                 result.error_message = f"could not test {', '.join(undecided)}: " + "; ".join((errors + why)[:3])
                 if connector.silenced:
                     # Silent (after STARTTLS, or earlier) on every connection so far: nothing was
