@@ -2,7 +2,7 @@
 
 Whole scans (``api.scan``, every default probe) against the fakes of ``tests/fakes/stalling.py``,
 with short timeouts (T = 2 s) so the bound is visible in seconds, and the endpoint deadline left at
-its default so that waiting it out would show. The endpoint's ``SilenceWatch`` gives up on a step
+its default (120 s) so that waiting it out would show. The endpoint's ``SilenceWatch`` gives up on a step
 (dripped greeting, EHLO, the command after it, the first TLS bytes) after three silent connections
 that never saw an answer there (``scan.SILENT_CONNECTIONS``).
 
@@ -28,7 +28,8 @@ from tests.fakes.stalling import StallingServer
 T = 2.0  # command and TLS timeout of these scans
 # Generous for a loaded 2-core machine: the silence itself costs about 2-3 T here.
 BOUND = 4 * T + 10
-OPTIONS = api.ScanOptions(timeouts=Timeouts(connect=3, greeting=10, command=T, tls=T, endpoint=180))
+# The default endpoint deadline: waiting it out would show in the wall time.
+OPTIONS = api.ScanOptions(timeouts=Timeouts(connect=3, greeting=10, command=T, tls=T, endpoint=Timeouts().endpoint))
 
 
 def _scan(server: StallingServer) -> tuple[dict, dict, float]:

@@ -9,6 +9,7 @@ Each ``Behaviour`` is one way a server wastes a scanner's time:
 * ``drip``: the greeting arrives one byte every ``drip`` seconds; the rest is a normal server.
 * ``greeting_then_silence``: a 220 greeting, then nothing.
 * ``silent_after_ehlo``: greeting and EHLO (with STARTTLS) answered, then nothing.
+* ``slow``: not silent, a tarpit: the greeting and every reply come ``drip`` seconds late, whole.
 
 Blocking sockets, not asyncio: peeking at the ClientHello before the TLS library reads it needs
 ``MSG_PEEK``. Runnable for measurements: ``python3 -m tests.fakes.stalling silent_tls`` prints
@@ -26,14 +27,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-BEHAVIOURS = ("silent_tls", "picky_tls", "drip", "greeting_then_silence", "silent_after_ehlo")
+BEHAVIOURS = ("silent_tls", "picky_tls", "drip", "greeting_then_silence", "silent_after_ehlo", "slow")
 GREETING = b"220 stall.example.test ESMTP\r\n"
 
 
 @dataclass
 class Behaviour:
     kind: str
-    drip: float = 0.1  # seconds per greeting byte (``drip`` only)
+    drip: float = 0.1  # seconds per greeting byte (``drip``), or before every reply (``slow``)
 
 
 def _silence(server: "_Server", sock: socket.socket | ssl.SSLSocket) -> None:
@@ -74,7 +75,9 @@ class _Handler(socketserver.BaseRequestHandler):
         b = self.server.behaviour
         self.server.connections += 1
         sock: socket.socket | ssl.SSLSocket = self.request
+        late = b.drip if b.kind == "slow" else 0.0
         try:
+            time.sleep(late)
             if b.kind == "drip":
                 for i in range(len(GREETING)):
                     sock.sendall(GREETING[i:i + 1])
@@ -94,6 +97,7 @@ class _Handler(socketserver.BaseRequestHandler):
                     if len(buf) > 65536:
                         return
                 line, buf = buf.split(b"\n", 1)
+                time.sleep(late)
                 verb = line.strip().split(b" ", 1)[0].upper()
                 if verb in (b"EHLO", b"HELO"):
                     kws = [b"stall.example.test", b"PIPELINING", b"SIZE 10000000", b"8BITMIME", b"ENHANCEDSTATUSCODES"]
