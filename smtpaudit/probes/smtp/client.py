@@ -343,14 +343,12 @@ class SmtpClient:
         A late greeting is normal (Postfix's postscreen, a server busy after a burst) and is
         waited for; a *dripped* one (a line whose bytes take more than DRIP_SECONDS from first to
         last: a tarpit) is a ``SilenceWatch`` step: after a few such connections the endpoint's
-        remaining greetings are not waited for."""
+        remaining greetings are not waited for (``open`` refuses new connections; a connection
+        already open reads its greeting: probes that judge a missing greeting, the early-talker
+        test, must never see a greeting that was not waited for)."""
         watch = self.ctx.silence
         if watch is None:
             return await self.read_reply(self.ctx.timeouts.greeting)
-        if watch.gave_up("greeting"):
-            why = watch.why("greeting")
-            self.transcript.add("*", why, self.conn)
-            raise Silenced(f"{self.endpoint.id}: {why}")
         self._spread, self._dripping = 0.0, None
         try:
             reply = await self.read_reply(self.ctx.timeouts.greeting)
