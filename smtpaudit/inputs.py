@@ -17,6 +17,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
+from smtpaudit import tomlcache
+
 # Saved reports of big fleets reach tens of MB; nothing legitimate comes near these.
 MAX_JSON_BYTES = 512 * 1024 * 1024
 MAX_TOML_BYTES = 16 * 1024 * 1024
@@ -129,11 +131,16 @@ def load_json(path: str | Path, *, what: str = "JSON file", max_bytes: int = MAX
     return parse_json(read_text(path, what=what, max_bytes=max_bytes), path, what=what, max_depth=max_depth)
 
 
-def load_toml(path: str | Path, *, what: str = "TOML file", max_bytes: int = MAX_TOML_BYTES, max_depth: int = MAX_TOML_DEPTH) -> dict[str, Any]:
-    """Parse a TOML file with bounded size and depth; errors name the file (and line or key)."""
+def load_toml(path: str | Path, *, what: str = "TOML file", max_bytes: int = MAX_TOML_BYTES, max_depth: int = MAX_TOML_DEPTH,
+              cached: bool = False) -> dict[str, Any]:
+    """Parse a TOML file with bounded size and depth; errors name the file (and line or key).
+
+    ``cached``: the parse comes from ``tomlcache`` when this exact text was parsed before (rule
+    files, read on every run). Reading, the size bound and the depth check happen either way,
+    and a file that does not parse is never cached, so every error is the same as without it."""
     text = read_text(path, what=what, max_bytes=max_bytes)
     try:
-        data = tomllib.loads(text)
+        data = tomlcache.loads(path, text) if cached else tomllib.loads(text)
     except RecursionError:
         raise InputError(path, f"{what} is nested too deeply to parse (limit {max_depth} levels)") from None
     except tomllib.TOMLDecodeError as exc:

@@ -25,11 +25,11 @@ nmap concludes); a 421 ends it too (the server wants us gone).
 from __future__ import annotations
 
 import ipaddress
-import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
+from smtpaudit import tomlcache
 from smtpaudit.probes.base import ConnectionClosed, ProbeContext, ProbeResult, ServiceUnavailable
 from smtpaudit.probes.smtp.behaviour import BehaviourProbe, Session, own_domains, random_local_part, relay_domain, session, short
 from smtpaudit.probes.smtp.client import Transcript
@@ -49,7 +49,7 @@ MAX_CONNECTIONS = 24
 
 @lru_cache(maxsize=1)
 def variants() -> tuple[dict[str, Any], ...]:
-    data = tomllib.loads(VARIANTS_FILE.read_text(encoding="utf-8"))
+    data = tomlcache.load(VARIANTS_FILE)
     return tuple(data["variant"])
 
 
