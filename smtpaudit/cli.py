@@ -316,7 +316,7 @@ def redact_argv(argv: list[str]) -> list[str]:
 def _dns_options(args: argparse.Namespace) -> dict[str, Any]:
     opts: dict[str, Any] = {"mx_port": args.mx_port, "mta_sts_port": args.mta_sts_port}
     if args.resolver:
-        from smtpaudit.probes.dns.resolver import ResolverSpecError, parse_resolver
+        from smtpaudit.probes.dns.spec import ResolverSpecError, parse_resolver
 
         try:
             parse_resolver(args.resolver)
