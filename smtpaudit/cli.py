@@ -229,7 +229,9 @@ def _write(report: dict[str, Any], args: argparse.Namespace, history: dict[str, 
     from smtpaudit.workflows import renderer
 
     fmt = _resolve_format(args)
-    content = renderer(fmt, sarif_artifact=getattr(args, "sarif_artifact", None), history=history)(report)
+    # Rendered only where it is written: a terminal summary or an --output-dir run without -o
+    # never needed the whole report as one string (it was built and thrown away).
+    render = renderer(fmt, sarif_artifact=getattr(args, "sarif_artifact", None), history=history)
     if getattr(args, "output_dir", None):
         _write_output_dir(report, args, fmt)
         if not args.output:
@@ -237,7 +239,7 @@ def _write(report: dict[str, Any], args: argparse.Namespace, history: dict[str, 
                 text.render(report, sys.stdout, text.style_for(sys.stdout, args.color))
             return
     if args.output and args.output != "-":
-        _write_file(args.output, content)
+        _write_file(args.output, render(report))
         if not args.quiet:
             # The report is in the file the user named: stdout gets only the verdict per endpoint.
             text.render_verdicts(report, sys.stdout, text.style_for(sys.stdout, args.color))
@@ -245,7 +247,7 @@ def _write(report: dict[str, Any], args: argparse.Namespace, history: dict[str, 
         if not args.quiet:
             text.render(report, sys.stdout, text.style_for(sys.stdout, args.color))
     elif not args.quiet or args.output == "-":
-        sys.stdout.write(content)
+        sys.stdout.write(render(report))
 
 
 def _resolve_format(args: argparse.Namespace, allowed: tuple[str, ...] = ("json", "text", "sarif", "html"), terminal: str = "text") -> str:
@@ -643,7 +645,7 @@ def run_diff_command(args: argparse.Namespace) -> int:
     import json
 
     from smtpaudit import diff as differ
-    from smtpaudit.report import html, model
+    from smtpaudit.report import model
 
     _resolve_format(args, allowed=("text", "json", "html"))
     if args.history:
@@ -658,6 +660,8 @@ def run_diff_command(args: argparse.Namespace) -> int:
     if args.format == "json":
         content = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
     elif args.format == "html":
+        from smtpaudit.report import html
+
         content = html.render_diff(result)
     else:
         buf = io.StringIO()

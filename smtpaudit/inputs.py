@@ -11,6 +11,7 @@ first problem; ``problems`` holds all of them (shown with ``--verbose``).
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -63,7 +64,13 @@ def read_bytes(path: str | Path, *, what: str, max_bytes: int) -> bytes:
     p = Path(path)
     try:
         with p.open("rb") as fh:
-            data = fh.read(max_bytes + 1)
+            # Sized by the file, not by the bound: read(max_bytes + 1) allocates a buffer of the
+            # bound (16 MiB for TOML) for every small rule file. The result is the same: the
+            # first max_bytes + 1 bytes at most, also when the size is unknown (pipe) or grew.
+            size = os.fstat(fh.fileno()).st_size
+            data = fh.read(min(size, max_bytes) + 1)
+            if size < len(data) <= max_bytes:
+                data += fh.read(max_bytes + 1 - len(data))
     except IsADirectoryError:
         raise InputError(p, f"cannot read {what}: is a directory") from None
     except OSError as exc:

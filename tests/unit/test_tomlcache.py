@@ -72,15 +72,23 @@ def test_dates_are_not_cached_and_errors_still_raise(tmp_path: Path, cache: Path
     assert not _entries(cache)
 
 
+def _edit(p: Path, change) -> None:
+    entry = json.loads(p.read_text())
+    change(entry)
+    p.write_text(json.dumps(entry))
+
+
 @pytest.mark.parametrize("damage", [
     lambda p: p.write_text("{not json"),
     lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]),  # truncated
     lambda p: p.write_text(""),
     lambda p: p.write_text("[1, 2]"),
-    lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "format": 999})),  # another version's
-    lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "sha256": "0" * 64, "data": {"id": "evil"}})),
-    lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "path": "/elsewhere.toml"})),
-    lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "data": ["not", "a", "table"]})),
+    lambda p: _edit(p, lambda e: e["header"].update(format=999)),  # another version's
+    lambda p: _edit(p, lambda e: e["header"].update(python="2.7")),
+    lambda p: _edit(p, lambda e: (e["header"].update(sha256="0" * 64), e.update(data={"id": "evil"}))),
+    lambda p: _edit(p, lambda e: e["header"].update(path="/elsewhere.toml")),
+    lambda p: _edit(p, lambda e: e.update(data=["not", "a", "table"])),
+    lambda p: _edit(p, lambda e: e.pop("data")),
     lambda p: p.write_text("[" * 100000),  # nested past the JSON parser's recursion limit
 ])
 def test_a_damaged_or_foreign_entry_is_ignored_and_rewritten(tmp_path: Path, cache: Path, damage) -> None:
