@@ -161,6 +161,19 @@ class ServiceUnavailable(ProbeError):
     reason = "service_unavailable"
 
 
+# A 421 greeting from a busy server: reconnect up to BUSY_RETRIES times after busy_delay(n) s.
+# Exim's smtp_accept_max counts children it has not reaped yet: after a quick run of short
+# connections it says 421 for some milliseconds, so the first waits are short; they triple up to
+# 2 s in all, for a server that really is full.
+BUSY_RETRIES = 4
+BUSY_FIRST_DELAY = 0.05
+
+
+def busy_delay(attempt: int) -> float:
+    """Seconds to wait before reconnection ``attempt`` (0-based) after a 421 greeting."""
+    return BUSY_FIRST_DELAY * 3 ** attempt
+
+
 @dataclass
 class ProbeResult:
     """What one probe run produced. Facts are kept even when the probe failed part-way."""
@@ -188,7 +201,8 @@ class ProbeResult:
 
 class Probe(Protocol):
     # ``sockets`` (optional class attribute, default 1): how many connections the probe holds at
-    # once; the template reserves that many of the host's slots before it starts.
+    # once; the template reserves that many of the host's slots before it starts. ``sockets_min``
+    # (optional): start with fewer, down to this many, when the rest are taken by another probe.
     """A probe family. ``name`` matches a ``smtpaudit/facts/<name>.toml`` catalog file.
 
     ``run`` must return a ProbeResult (facts it managed to gather, plus error fields when it
