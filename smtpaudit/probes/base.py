@@ -161,17 +161,18 @@ class ServiceUnavailable(ProbeError):
     reason = "service_unavailable"
 
 
-# A 421 greeting from a busy server: reconnect up to BUSY_RETRIES times after busy_delay(n) s.
-# Exim's smtp_accept_max counts children it has not reaped yet: after a quick run of short
-# connections it says 421 for some milliseconds, so the first waits are short; they triple up to
-# 2 s in all, for a server that really is full.
-BUSY_RETRIES = 4
-BUSY_FIRST_DELAY = 0.05
+# A 421 greeting from a busy server: reconnect after each of these waits (2 s in all), then give up.
+# Exim's smtp_accept_max counts children it has not reaped yet, and a child whose TLS negotiation
+# did not finish (every hand-made hello of a suite scan) sleeps ~0.45 s before it exits: after a
+# quick run of short connections Exim says 421 for up to half a second, so the waits poll that
+# half second finely, then grow for a server that really is full.
+BUSY_DELAYS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7)
+BUSY_RETRIES = len(BUSY_DELAYS)
 
 
 def busy_delay(attempt: int) -> float:
     """Seconds to wait before reconnection ``attempt`` (0-based) after a 421 greeting."""
-    return BUSY_FIRST_DELAY * 3 ** attempt
+    return BUSY_DELAYS[min(attempt, BUSY_RETRIES - 1)]
 
 
 @dataclass

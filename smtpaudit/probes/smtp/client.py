@@ -261,7 +261,7 @@ class SmtpClient:
         cls, endpoint: Endpoint, ctx: ProbeContext, transcript: Transcript, *, conn: int = 0, **kwargs: object
     ) -> tuple["SmtpClient", Reply]:
         """``open`` + ``read_greeting``, with a fresh connection after a 421 greeting (up to
-        BUSY_RETRIES times, waiting busy_delay(n): 0.05 s tripling). A busy server says 421 at the greeting when it
+        BUSY_RETRIES times, waiting busy_delay(n): 2 s in all). A busy server says 421 at the greeting when it
         still counts our previous, already closed connections (Exim's ``smtp_accept_max``, 20 by
         default, counts children it has not reaped yet; Postfix's anvil limits): a moment later it
         answers again. A server that keeps saying 421 gets the last 421 back, as before."""
