@@ -151,7 +151,7 @@ class RelayProbe(BehaviourProbe):
                 if pacer.delayed and pacer.per_session:
                     transcript.add("*", f"reply delayed ({pacer.delays[-1]:g}s): the server tarpits after "
                                         f"{pacer.tarpit_after} errors; next attempts on a fresh connection", s.client.conn)
-                    await s.client.quit(wait=False)  # its 221 would be delayed too
+                    await s.client.quit()
                 if not todo and not pacer.exhausted():
                     await self._controls(s, candidates, domain, f)
                     return True

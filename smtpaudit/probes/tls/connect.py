@@ -56,7 +56,7 @@ class SmtpTlsConnector:
             return await client.raw_streams_after_starttls()
         except ServiceUnavailable as exc:
             await _close(client)
-            raise ConnectError(exc.message) from None
+            raise ConnectError(exc.message, busy=True) from None
         except ProbeError as exc:
             await _close(client)
             # A refused STARTTLS (5xx) will not change on retry; a 4xx / closed connection may.
