@@ -26,6 +26,7 @@ from smtpaudit.engine.planner import drop_intrusive, probes_needed
 from smtpaudit.engine.policy import DEFAULT_POLICY, Policy, apply_policy, find_policy, load_policy
 from smtpaudit.engine.rules import Rule, Selection, load_rules
 from smtpaudit.engine.scoring import FORMULA
+from smtpaudit.errors import UsageError
 from smtpaudit.interrupt import run_until_signal
 from smtpaudit.paths import builtin_rules_dir
 from smtpaudit.probes.base import ProbeSettings, Timeouts
@@ -34,10 +35,6 @@ from smtpaudit.targets import Endpoint, parse_target
 from smtpaudit.timeutil import now_iso
 
 __all__ = ["RuleSet", "ScanOptions", "UsageError", "load_ruleset", "plan", "rejudge", "scan", "scan_async"]
-
-
-class UsageError(Exception):
-    """A mistake the caller can fix (bad option, empty selection); never a traceback in the CLI."""
 
 
 @dataclass(frozen=True)

@@ -45,26 +45,32 @@ def _describe(exc: OSError) -> str:
 
 
 @contextmanager
-def _replacing(path: str | Path, mode: str, encoding: str | None = None) -> Iterator[Any]:
+def _replacing(path: str | Path, mode: str, encoding: str | None = None, *, durable: bool = True,
+               perms: int | None = None) -> Iterator[Any]:
     """A temporary file in ``path``'s directory, flushed, fsynced and renamed over ``path`` only
-    when the block succeeds; raise WriteError (old file untouched) on failure."""
+    when the block succeeds; raise WriteError (old file untouched) on failure.
+
+    ``durable=False`` skips the fsyncs (still atomic for readers; after a crash the file may be
+    empty or missing): for caches, which check what they read. ``perms`` overrides the mode."""
     out = Path(path)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise WriteError(exc.errno, f"cannot write {out}: {_describe(exc)}") from None
-    try:
-        # The new file gets the old one's permissions, or the ones open() would give it.
-        perms = out.stat().st_mode & 0o7777
-    except OSError:
-        perms = 0o666 & ~_umask()
+    if perms is None:
+        try:
+            # The new file gets the old one's permissions, or the ones open() would give it.
+            perms = out.stat().st_mode & 0o7777
+        except OSError:
+            perms = 0o666 & ~_umask()
     tmp: str | None = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX + out.name + ".", suffix=_TMP_SUFFIX, dir=out.parent)
         with os.fdopen(fd, mode, encoding=encoding) as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.chmod(tmp, perms)
         os.replace(tmp, out)
         tmp = None
@@ -78,12 +84,14 @@ def _replacing(path: str | Path, mode: str, encoding: str | None = None) -> Iter
                 os.unlink(tmp)
             except OSError:
                 pass
-    _sync_dir(out.parent)
+    if durable:
+        _sync_dir(out.parent)
 
 
-def write_bytes(path: str | Path, data: bytes) -> Path:
-    """Atomically replace ``path`` with ``data``; raise WriteError (old file untouched) on failure."""
-    with _replacing(path, "wb") as fh:
+def write_bytes(path: str | Path, data: bytes, *, durable: bool = True, mode: int | None = None) -> Path:
+    """Atomically replace ``path`` with ``data``; raise WriteError (old file untouched) on failure.
+    ``durable=False``: no fsync (caches); ``mode``: the file's permissions (default: the old file's)."""
+    with _replacing(path, "wb", durable=durable, perms=mode) as fh:
         view = memoryview(data)
         while view:
             written = fh.write(view)

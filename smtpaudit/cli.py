@@ -13,28 +13,29 @@ Exit codes (shared by every command):
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
 import sys
-import time
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, Sequence
 
-from smtpaudit import __version__, api
-from smtpaudit.api import UsageError
-from smtpaudit.catalog import load_catalog
-from smtpaudit.engine.rules import Rule, RuleSetError, Selection, load_directory, load_rules
+# Only what building the parser needs is imported here: every command imports its own work
+# (the engine, the network side, the renderers, the history store) when it runs, so `--version`,
+# `rules validate` and `report` do not pay for asyncio, dnspython or SQLite.
+from smtpaudit import __version__
 from smtpaudit.engine.severity import SEVERITIES
-from smtpaudit.inputs import InputError
-from smtpaudit.paths import builtin_rules_dir
+from smtpaudit.errors import UsageError
 from smtpaudit.history import commands as history_commands
-from smtpaudit.history.store import HistoryError
-from smtpaudit.report import model, text
-from smtpaudit.report.build import EXIT_FINDINGS, EXIT_OK, EXIT_UNSCANNED, EXIT_USAGE
+from smtpaudit.outputs import COLOR_CHOICES
+from smtpaudit.paths import builtin_rules_dir
+from smtpaudit.report.build import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE
+from smtpaudit.targets import Endpoint, Role, dedupe, parse_target, read_targets_file
+
+if TYPE_CHECKING:
+    from smtpaudit import api
+    from smtpaudit.engine.rules import Rule
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader went away
-from smtpaudit.targets import Endpoint, Role, TargetError, dedupe, parse_target, read_targets_file
 
 EXIT_CODES_HELP = """exit codes:
   0  no open finding at or above --fail-on
@@ -65,7 +66,7 @@ def _add_output_args(p: argparse.ArgumentParser, *, fail_on: bool = True, fail_o
     g.add_argument("--format", choices=("json", "text", "sarif", "html"), default=None,
                    help="report format (default: json for files, text for the terminal)")
     g.add_argument("-q", "--quiet", action="store_true", help="no summary or progress on the terminal")
-    g.add_argument("--color", choices=text.COLOR_CHOICES, default="auto",
+    g.add_argument("--color", choices=COLOR_CHOICES, default="auto",
                    help="colour in the terminal summary: auto = only on a terminal and without NO_COLOR (default: auto)")
     g.add_argument("--baseline", metavar="FILE", help="accepted findings (TOML): reported as suppressed, not counted in the exit code")
     g.add_argument("--sarif-artifact", metavar="FILE[:LINE]",
@@ -167,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="start a built-in, deliberately weak SMTP server on loopback and scan it")
     demo.add_argument("-o", "--output", metavar="FILE", default="reports/demo.json", help="report file (default: %(default)s)")
-    demo.add_argument("--color", choices=text.COLOR_CHOICES, default="auto", help="colour: auto = only on a terminal and without NO_COLOR")
+    demo.add_argument("--color", choices=COLOR_CHOICES, default="auto", help="colour: auto = only on a terminal and without NO_COLOR")
 
     history_commands.add_parser(sub)
 
@@ -185,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_ruleset(args: argparse.Namespace) -> api.RuleSet:
+    from smtpaudit import api
+    from smtpaudit.engine.rules import Selection
+
     return api.load_ruleset(
         args.rules, builtin=not args.no_builtin_rules, policy=args.policy,
         selection=Selection(tuple(args.rule), tuple(args.skip_rule), tuple(args.tag), tuple(args.skip_tag)),
@@ -222,10 +226,13 @@ def _apply_baseline(report: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 def _write(report: dict[str, Any], args: argparse.Namespace, history: dict[str, Any] | None = None) -> None:
+    from smtpaudit.report import text
     from smtpaudit.workflows import renderer
 
     fmt = _resolve_format(args)
-    content = renderer(fmt, sarif_artifact=getattr(args, "sarif_artifact", None), history=history)(report)
+    # Rendered only where it is written: a terminal summary or an --output-dir run without -o
+    # never needed the whole report as one string (it was built and thrown away).
+    render = renderer(fmt, sarif_artifact=getattr(args, "sarif_artifact", None), history=history)
     if getattr(args, "output_dir", None):
         _write_output_dir(report, args, fmt)
         if not args.output:
@@ -233,7 +240,7 @@ def _write(report: dict[str, Any], args: argparse.Namespace, history: dict[str, 
                 text.render(report, sys.stdout, text.style_for(sys.stdout, args.color))
             return
     if args.output and args.output != "-":
-        _write_file(args.output, content)
+        _write_file(args.output, render(report))
         if not args.quiet:
             # The report is in the file the user named: stdout gets only the verdict per endpoint.
             text.render_verdicts(report, sys.stdout, text.style_for(sys.stdout, args.color))
@@ -241,7 +248,7 @@ def _write(report: dict[str, Any], args: argparse.Namespace, history: dict[str, 
         if not args.quiet:
             text.render(report, sys.stdout, text.style_for(sys.stdout, args.color))
     elif not args.quiet or args.output == "-":
-        sys.stdout.write(content)
+        sys.stdout.write(render(report))
 
 
 def _resolve_format(args: argparse.Namespace, allowed: tuple[str, ...] = ("json", "text", "sarif", "html"), terminal: str = "text") -> str:
@@ -267,6 +274,8 @@ def _write_file(path: str, content: str) -> Path:
 
 def exit_code_for(report: dict[str, Any], fail_on: str | None, *, allow_incomplete: bool = False) -> int:
     """The gate of the report for this threshold (recomputed: a baseline may have been applied)."""
+    from smtpaudit import api
+
     return int(api.regate(report, fail_on, allow_incomplete=allow_incomplete)["exit_code"])
 
 
@@ -310,7 +319,7 @@ def redact_argv(argv: list[str]) -> list[str]:
 def _dns_options(args: argparse.Namespace) -> dict[str, Any]:
     opts: dict[str, Any] = {"mx_port": args.mx_port, "mta_sts_port": args.mta_sts_port}
     if args.resolver:
-        from smtpaudit.probes.dns.resolver import ResolverSpecError, parse_resolver
+        from smtpaudit.probes.dns.spec import ResolverSpecError, parse_resolver
 
         try:
             parse_resolver(args.resolver)
@@ -327,6 +336,7 @@ def _dns_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _scan_options(args: argparse.Namespace, argv: list[str]) -> api.ScanOptions:
+    from smtpaudit import api
     from smtpaudit.probes.base import Timeouts
 
     _check_positive(args, ("timeout", "connect_timeout", "greeting_timeout", "command_timeout", "concurrency", "per_host"))
@@ -353,6 +363,9 @@ def _scan_options(args: argparse.Namespace, argv: list[str]) -> api.ScanOptions:
 
 
 def run_scan_command(args: argparse.Namespace, argv: list[str]) -> int:
+    from smtpaudit import api
+    from smtpaudit.report import model
+
     _resolve_format(args)
     endpoints = _collect_targets(args)
     if args.shard:
@@ -479,6 +492,7 @@ def _write_streamed_file(report: dict[str, Any], spool: Any, fmt: str, path: str
 def _write_streamed(report: dict[str, Any], spool: Any, args: argparse.Namespace) -> None:
     """``_write`` for a scan whose entries are in ``spool`` (report endpoints are skeletons)."""
     from smtpaudit.fleet import write_output_dir_streamed, write_streamed
+    from smtpaudit.report import text
 
     fmt = _resolve_format(args)
     if args.output_dir:
@@ -543,6 +557,7 @@ def _write_output_dir(report: dict[str, Any], args: argparse.Namespace, fmt: str
 
 def _load_reports(paths: Sequence[str]) -> dict[str, Any]:
     from smtpaudit.fleet import FleetError, merge_reports
+    from smtpaudit.report import model
 
     try:
         return merge_reports([model.load(p) for p in paths])
@@ -612,6 +627,9 @@ def run_report_command(args: argparse.Namespace) -> int:
 
 
 def run_evaluate_command(args: argparse.Namespace, argv: list[str]) -> int:
+    from smtpaudit import api
+    from smtpaudit.report import model
+
     _resolve_format(args)
     saved = model.load(args.report)
     ruleset = load_ruleset(args)
@@ -628,7 +646,7 @@ def run_diff_command(args: argparse.Namespace) -> int:
     import json
 
     from smtpaudit import diff as differ
-    from smtpaudit.report import html
+    from smtpaudit.report import model
 
     _resolve_format(args, allowed=("text", "json", "html"))
     if args.history:
@@ -643,6 +661,8 @@ def run_diff_command(args: argparse.Namespace) -> int:
     if args.format == "json":
         content = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
     elif args.format == "html":
+        from smtpaudit.report import html
+
         content = html.render_diff(result)
     else:
         buf = io.StringIO()
@@ -661,6 +681,7 @@ def run_baseline_command(args: argparse.Namespace) -> int:
     import datetime as dt
 
     from smtpaudit import baseline as bl
+    from smtpaudit.report import model
 
     if args.baseline_command != "create":
         raise UsageError("baseline: expected a subcommand: create")
@@ -682,6 +703,7 @@ def run_baseline_command(args: argparse.Namespace) -> int:
 def _policy_problems(directory: Path, loaded: list[Rule], known: dict[str, str]) -> list[str]:
     """Every problem of the policies under DIR/policies/, checked against the built-in rules plus DIR's."""
     from smtpaudit.engine.policy import apply_policy, load_policy
+    from smtpaudit.engine.rules import RuleSetError, load_rules
 
     files = sorted((directory / "policies").glob("*.toml")) if (directory / "policies").is_dir() else []
     if not files:
@@ -701,7 +723,9 @@ def _policy_problems(directory: Path, loaded: list[Rule], known: dict[str, str])
 
 
 def run_rules_command(args: argparse.Namespace) -> int:
+    from smtpaudit.catalog import load_catalog
     from smtpaudit.engine.evaluate import check_examples
+    from smtpaudit.engine.rules import load_directory
 
     catalog = load_catalog()
     known = {name: spec.type for name, spec in catalog.facts.items()}
@@ -770,22 +794,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `smtpaudit rules list | head`: the reader has gone; end quietly, as `cat` would.
         _silence_stdout()
         return EXIT_BROKEN_PIPE
-    except InputError as exc:
-        for line in (exc.lines() if getattr(args, "verbose", False) else [str(exc)]):
+    except Exception as exc:  # noqa: BLE001 - user errors end here; anything else propagates unchanged
+        code = _user_error(exc, args)
+        if code is None:
+            raise
+        return code
+    except KeyboardInterrupt as exc:
+        sys.stderr.write("smtpaudit: interrupted\n")
+        return interrupt_exit_code(exc)
+
+
+def _loaded_class(module: str, name: str) -> type | None:
+    """A class of a module only if that module is loaded: an exception cannot be an instance of
+    a class that was never defined, so the error handler need not import anything to ask."""
+    mod = sys.modules.get(module)
+    return getattr(mod, name, None) if mod is not None else None
+
+
+def _user_error(exc: Exception, args: argparse.Namespace) -> int | None:
+    """One line per user error (a bad input file, option, target, database or rule) and exit 2;
+    None for any other exception."""
+    verbose = getattr(args, "verbose", False)
+    input_error = _loaded_class("smtpaudit.inputs", "InputError")
+    if input_error is not None and isinstance(exc, input_error):
+        for line in (exc.lines() if verbose else [str(exc)]):
             sys.stderr.write(f"smtpaudit: error: {line}\n")
         raise SystemExit(EXIT_USAGE) from None
-    except (UsageError, TargetError, HistoryError) as exc:
+    plain = [UsageError, _loaded_class("smtpaudit.targets", "TargetError"), _loaded_class("smtpaudit.history.store", "HistoryError")]
+    if isinstance(exc, tuple(c for c in plain if c is not None)):
         fatal(str(exc))
-    except RuleSetError as exc:
-        errors = exc.errors if getattr(args, "verbose", False) else exc.errors[:1]
+    rule_set_error = _loaded_class("smtpaudit.engine.rules", "RuleSetError")
+    if rule_set_error is not None and isinstance(exc, rule_set_error):
+        errors = exc.errors if verbose else exc.errors[:1]
         for err in errors:
             sys.stderr.write(f"smtpaudit: rule error: {err}\n")
         if len(exc.errors) > len(errors):
             sys.stderr.write(f"smtpaudit: {len(exc.errors) - len(errors)} more problem(s); --verbose lists them\n")
         return EXIT_USAGE
-    except KeyboardInterrupt as exc:
-        sys.stderr.write("smtpaudit: interrupted\n")
-        return interrupt_exit_code(exc)
+    return None
 
 
 def _silence_stdout() -> None:

@@ -11,11 +11,14 @@ first problem; ``problems`` holds all of them (shown with ``--verbose``).
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
+
+from smtpaudit import tomlcache
 
 # Saved reports of big fleets reach tens of MB; nothing legitimate comes near these.
 MAX_JSON_BYTES = 512 * 1024 * 1024
@@ -61,7 +64,13 @@ def read_bytes(path: str | Path, *, what: str, max_bytes: int) -> bytes:
     p = Path(path)
     try:
         with p.open("rb") as fh:
-            data = fh.read(max_bytes + 1)
+            # Sized by the file, not by the bound: read(max_bytes + 1) allocates a buffer of the
+            # bound (16 MiB for TOML) for every small rule file. The result is the same: the
+            # first max_bytes + 1 bytes at most, also when the size is unknown (pipe) or grew.
+            size = os.fstat(fh.fileno()).st_size
+            data = fh.read(min(size, max_bytes) + 1)
+            if size < len(data) <= max_bytes:
+                data += fh.read(max_bytes + 1 - len(data))
     except IsADirectoryError:
         raise InputError(p, f"cannot read {what}: is a directory") from None
     except OSError as exc:
@@ -129,11 +138,16 @@ def load_json(path: str | Path, *, what: str = "JSON file", max_bytes: int = MAX
     return parse_json(read_text(path, what=what, max_bytes=max_bytes), path, what=what, max_depth=max_depth)
 
 
-def load_toml(path: str | Path, *, what: str = "TOML file", max_bytes: int = MAX_TOML_BYTES, max_depth: int = MAX_TOML_DEPTH) -> dict[str, Any]:
-    """Parse a TOML file with bounded size and depth; errors name the file (and line or key)."""
+def load_toml(path: str | Path, *, what: str = "TOML file", max_bytes: int = MAX_TOML_BYTES, max_depth: int = MAX_TOML_DEPTH,
+              cached: bool = False) -> dict[str, Any]:
+    """Parse a TOML file with bounded size and depth; errors name the file (and line or key).
+
+    ``cached``: the parse comes from ``tomlcache`` when this exact text was parsed before (rule
+    files, read on every run). Reading, the size bound and the depth check happen either way,
+    and a file that does not parse is never cached, so every error is the same as without it."""
     text = read_text(path, what=what, max_bytes=max_bytes)
     try:
-        data = tomllib.loads(text)
+        data = tomlcache.loads(path, text) if cached else tomllib.loads(text)
     except RecursionError:
         raise InputError(path, f"{what} is nested too deeply to parse (limit {max_depth} levels)") from None
     except tomllib.TOMLDecodeError as exc:

@@ -10,7 +10,6 @@ promptly and the endpoints finished so far are still reported (marked ``interrup
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from contextlib import contextmanager
 from types import FrameType
@@ -71,6 +70,8 @@ async def run_until_signal(coro: Awaitable[T]) -> tuple[T | None, int | None]:
     the scan is cancelled, its probes get ``GRACE_SECONDS`` to unwind, and the caller writes
     what finished. The Python-level handlers in force before (``handle_signals``) come back
     afterwards, so a second signal during the write still ends cleanly."""
+    import asyncio  # here: the offline commands use handle_signals only and need no event loop
+
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(coro)
     received: list[int] = []

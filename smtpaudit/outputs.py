@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from pathlib import PurePath
 
+# --color: auto = only on a terminal and without NO_COLOR (report/text.py decides).
+COLOR_CHOICES = ("auto", "always", "never")
+
 # Extension (lower case) -> format. ".sarif.json" is GitHub's habit for SARIF files.
 BY_EXTENSION = {".json": "json", ".sarif": "sarif", ".html": "html", ".htm": "html", ".txt": "text", ".text": "text"}
 

@@ -16,11 +16,10 @@ from typing import Any, Awaitable, Callable
 from smtpaudit.catalog import Catalog
 from smtpaudit.outcomes import ProbeStatus, Reason
 from smtpaudit.probes.base import ProbeContext, ProbeResult, ProbeSettings, SilenceWatch, StallBudget
-from smtpaudit.probes.dns.expand import expand_domains
 from smtpaudit.probes.net import HostSlots
 from smtpaudit.probes.registry import DOMAIN_PROBES, PROBES
 from smtpaudit.probes.runner import errored, run_probe, skipped
-from smtpaudit.targets import Endpoint
+from smtpaudit.targets import Endpoint, Role
 from smtpaudit.timeutil import now_iso
 
 SESSION_PROBE = "smtp.session"
@@ -168,7 +167,11 @@ async def run_endpoints(
     the list comes back empty: memory then does not grow with the number of endpoints.
     """
     unresolved: dict[str, str] = {}
-    endpoints = await expand_domains(endpoints, settings.probe_options, unresolved)
+    if any(ep.role is Role.DOMAIN for ep in endpoints):
+        # dnspython only for scans with mail-domain targets (expand_domains changes nothing else).
+        from smtpaudit.probes.dns.expand import expand_domains
+
+        endpoints = await expand_domains(endpoints, settings.probe_options, unresolved)
     domain_probes = [p for p in probe_names if p in DOMAIN_PROBES]
     host_probes = [p for p in probe_names if p not in DOMAIN_PROBES]
     global_slots = asyncio.Semaphore(max(1, settings.concurrency))

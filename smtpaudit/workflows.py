@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from smtpaudit import atomic
-from smtpaudit.report import html, model, sarif, text
+
+# Each renderer is imported when its format is asked for: HTML needs jinja2 (and cryptography for
+# certificate details), which a JSON or SARIF run should not load.
 
 FORMATS = ("json", "text", "sarif", "html")
 EXTENSIONS = {"json": "json", "text": "txt", "sarif": "sarif", "html": "html"}
@@ -19,12 +21,19 @@ EXTENSIONS = {"json": "json", "text": "txt", "sarif": "sarif", "html": "html"}
 def renderer(fmt: str, *, sarif_artifact: str | None = None, history: dict[str, Any] | None = None) -> Callable[[dict[str, Any]], str]:
     """Report -> text for one output format (HTML gains the history section when given)."""
     if fmt == "json":
+        from smtpaudit.report import model
+
         return model.dumps
     if fmt == "sarif":
+        from smtpaudit.report import sarif
+
         artifact = sarif.Artifact.parse(sarif_artifact) if sarif_artifact else None
         return lambda r: sarif.dumps(r, artifact=artifact)
     if fmt == "html":
+        from smtpaudit.report import html
+
         return lambda r: html.render(r, history=history)
+    from smtpaudit.report import text
 
     def as_text(r: dict[str, Any]) -> str:
         buf = io.StringIO()

@@ -62,7 +62,7 @@ def find_policy(name_or_path: str, rule_dirs: list[Path]) -> Path:
 
 def load_policy(path: Path) -> Policy:
     try:
-        data = load_toml(path, what="policy")
+        data = load_toml(path, what="policy", cached=True)
     except InputError as exc:
         raise RuleSetError([RuleError(path, p.where, p.message) for p in exc.problems]) from None
     for key in data:

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from smtpaudit import tomlcache
 from smtpaudit.engine.conditions import ConditionError, validate
 from smtpaudit.inputs import InputError, load_toml, shorten
 from smtpaudit.engine.severity import CONFIDENCES, SEVERITIES, GRADES, severity_for_score
@@ -278,7 +277,7 @@ def load_directory(directory: Path, known_facts: Mapping[str, str], *, origin: s
             continue
         family = rel.parts[0] if len(rel.parts) > 1 else "general"
         try:
-            data = load_toml(path, what="rule file")
+            data = load_toml(path, what="rule file", cached=True)
         except InputError as exc:
             errors.extend(RuleError(path, p.where, p.message) for p in exc.problems)
             continue

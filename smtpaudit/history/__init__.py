@@ -7,6 +7,16 @@ content-addressed, compressed parts; ``queries`` computes trends and lifecycles 
 ``commands`` is what the CLI calls.
 """
 
-from smtpaudit.history.store import HistoryError, HistoryStore, open_store
+from typing import Any
 
 __all__ = ["HistoryError", "HistoryStore", "open_store"]
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on first use: the CLI imports history.commands for its parser on every run, and
+    # the store's SQLite and codec modules are needed only by runs that touch a database.
+    if name in __all__:
+        from smtpaudit.history import store
+
+        return getattr(store, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,10 +8,13 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from smtpaudit.history import queries, render
-from smtpaudit.history.store import HistoryError, HistoryStore, Recorded, open_store
+if TYPE_CHECKING:
+    from smtpaudit.history.store import HistoryStore, Recorded
+
+# The store, queries and renderers (SQLite, codecs, statistics) are imported by the functions
+# that use them: the CLI builds this parser on every run, most of which never open a database.
 
 HELP = "trends, finding lifecycles and time to fix from the nightly history database"
 
@@ -53,6 +56,7 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], text_writer: Any) -> N
         content = buf.getvalue()
     if args.output and args.output != "-":
         from smtpaudit.atomic import WriteError, write_text
+        from smtpaudit.history.store import HistoryError
 
         try:
             write_text(args.output, content)  # atomic: the previous file survives a full disk or a signal
@@ -64,6 +68,9 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], text_writer: Any) -> N
 
 def run(args: argparse.Namespace) -> int:
     """``smtpaudit history DB SUBCOMMAND``; raises HistoryError (exit 2) on bad input."""
+    from smtpaudit.history import queries, render
+    from smtpaudit.history.store import HistoryError, open_store
+
     cmd = args.history_command
     if cmd is None:
         raise HistoryError("history: expected a subcommand: trend, findings, endpoint, mttr or prune")
@@ -95,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
 def prepare(path: str) -> HistoryStore:
     """Open (create, migrate) the database and make sure it can be written, before any scan runs:
     a bad or locked database fails first, with nothing written."""
+    from smtpaudit.history.store import open_store
+
     store = open_store(path, write=True)
     try:
         store.check_writable()
@@ -109,6 +118,8 @@ def record(store: HistoryStore, report: dict[str, Any], *, source: str | None = 
     """Record the report and (for HTML output) build the history section's view. Returns
     (view, ok): a failure is printed, and the caller still writes the report (a scan is never
     lost to the history)."""
+    from smtpaudit.history.store import HistoryError
+
     try:
         result: Recorded = store.record(report, source=source)
         section = html_section(store, report) if view else None
@@ -131,6 +142,7 @@ def previous_report(store: HistoryStore, report: dict[str, Any]) -> tuple[str | 
 
 def html_section(store: HistoryStore, report: dict[str, Any]) -> dict[str, Any]:
     from smtpaudit import diff as differ
+    from smtpaudit.history import queries, render
 
     with store.errors("building the history section"):
         trend_data = queries.trend(queries.load(store))
@@ -142,6 +154,7 @@ def html_section(store: HistoryStore, report: dict[str, Any]) -> dict[str, Any]:
 def diff_base(path: str, report: dict[str, Any]) -> dict[str, Any]:
     """``diff --history DB today.json``: the last night before today's, from the database."""
     from smtpaudit.history.shape import night as night_of
+    from smtpaudit.history.store import HistoryError, open_store
 
     try:
         night_of(str(report.get("started")))

@@ -218,6 +218,20 @@ class ServiceUnavailable(ProbeError):
     reason = "service_unavailable"
 
 
+# A 421 greeting from a busy server: reconnect after each of these waits (2 s in all), then give up.
+# Exim's smtp_accept_max counts children it has not reaped yet, and a child whose TLS negotiation
+# did not finish (every hand-made hello of a suite scan) sleeps ~0.45 s before it exits: after a
+# quick run of short connections Exim says 421 for up to half a second, so the waits poll that
+# half second finely, then grow for a server that really is full.
+BUSY_DELAYS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7)
+BUSY_RETRIES = len(BUSY_DELAYS)
+
+
+def busy_delay(attempt: int) -> float:
+    """Seconds to wait before reconnection ``attempt`` (0-based) after a 421 greeting."""
+    return BUSY_DELAYS[min(attempt, BUSY_RETRIES - 1)]
+
+
 @dataclass
 class ProbeResult:
     """What one probe run produced. Facts are kept even when the probe failed part-way."""
@@ -245,7 +259,8 @@ class ProbeResult:
 
 class Probe(Protocol):
     # ``sockets`` (optional class attribute, default 1): how many connections the probe holds at
-    # once; the template reserves that many of the host's slots before it starts.
+    # once; the template reserves that many of the host's slots before it starts. ``sockets_min``
+    # (optional): start with fewer, down to this many, when the rest are taken by another probe.
     """A probe family. ``name`` matches a ``smtpaudit/facts/<name>.toml`` catalog file.
 
     ``run`` must return a ProbeResult (facts it managed to gather, plus error fields when it

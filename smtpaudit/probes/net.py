@@ -38,13 +38,19 @@ class HostSlots:
     def closed_socket(self) -> None:
         self.in_use -= 1
 
-    async def reserve(self, count: int) -> "Budget":
-        """Wait until ``count`` slots (capped at the limit) are free, take them together."""
+    async def reserve(self, count: int, minimum: int | None = None) -> "Budget":
+        """Wait until ``count`` slots (capped at the limit) are free, take them together.
+
+        With ``minimum``, take as many as are free once at least ``minimum`` are: a probe that
+        merely runs faster with more sockets starts beside a long one instead of after it.
+        """
         count = max(1, min(int(count), self.limit))
+        least = count if minimum is None else max(1, min(int(minimum), count))
         async with self._cond:
-            await self._cond.wait_for(lambda: self._free >= count)
-            self._free -= count
-        return Budget(self, count)
+            await self._cond.wait_for(lambda: self._free >= least)
+            taken = min(count, self._free)
+            self._free -= taken
+        return Budget(self, taken)
 
     async def give_back(self, count: int) -> None:
         async with self._cond:

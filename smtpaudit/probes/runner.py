@@ -96,7 +96,8 @@ async def run_probe(
             wanted = int(getattr(probe_cls, "sockets", 1))
             # sockets = 0 marks the opt-in connection burst (--intrusive): it takes the whole host
             # for itself and then opens as many sockets as its test needs, the one exception to --per-host.
-            budget = await host.reserve(host.limit if wanted == 0 else wanted) if host is not None else None
+            least = getattr(probe_cls, "sockets_min", None)
+            budget = await host.reserve(host.limit if wanted == 0 else wanted, None if wanted == 0 else least) if host is not None else None
             try:
                 # Its own leases: the sockets of this probe are reclaimed when it ends, whatever it did.
                 slots = None if wanted == 0 else budget

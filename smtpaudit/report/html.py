@@ -20,6 +20,7 @@ import jinja2
 
 from smtpaudit.engine.severity import GRADES, SEVERITIES
 from smtpaudit.report import rank
+from smtpaudit.report.jinjacache import CachingEnvironment
 
 TEMPLATES = Path(__file__).with_name("templates")
 MAX_TRANSCRIPT_LINES = 200  # per probe in the appendix; the JSON report has them all
@@ -52,7 +53,7 @@ def fact_value(value: Any) -> str:
 
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
-    env = jinja2.Environment(
+    env = CachingEnvironment(  # the templates' generated code comes from the per-user cache
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         autoescape=True,  # every template, whatever its name: nothing is rendered unescaped
         undefined=jinja2.StrictUndefined,

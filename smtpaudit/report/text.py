@@ -20,7 +20,6 @@ from typing import Any, TextIO
 from smtpaudit.engine.severity import SEVERITIES
 from smtpaudit.report import rank
 
-COLOR_CHOICES = ("auto", "always", "never")
 _SGR = {
     "critical": "1;37;41", "high": "1;31", "medium": "33", "low": "36", "info": "2",
     "A+": "1;32", "A": "1;32", "B": "32", "C": "33", "D": "33", "E": "31", "F": "1;31", "none": "2",

@@ -190,3 +190,54 @@ def test_garbage_server_yields_errors_not_acceptance() -> None:
     res = asyncio.run(main())
     assert all(r.accepted is False for r in res.values())
     assert any("garbage" in e for r in res.values() for e in r.errors)
+
+
+def test_a_busy_server_is_retried_soon_and_more_often_than_other_failures(monkeypatch) -> None:
+    # Exim says 421 while it still counts our closed connections (its children sleep ~0.45 s
+    # after a TLS negotiation that did not finish): short, growing waits, more of them.
+    from smtpaudit.probes.tls import scanner as scanner_mod
+
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recorded_sleep(seconds: float) -> None:
+        waits.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(scanner_mod.asyncio, "sleep", recorded_sleep)
+    calls = 0
+
+    async def busy_then_gone() -> Any:
+        nonlocal calls
+        calls += 1
+        raise ConnectError("greeting 421 Too many concurrent SMTP connections", busy=True)
+
+    scanner = TlsScanner(busy_then_gone, ScanConfig(connect_retries=2, retry_delay=1.0))
+    out = asyncio.run(scanner.hello(b"\x16", label="hello"))
+    assert out.kind == "connect_error" and "421" in out.detail
+    assert calls == 1 + scanner_mod.BUSY_RETRIES
+    assert waits == [scanner_mod.busy_delay(n) for n in range(scanner_mod.BUSY_RETRIES)]
+    assert waits[0] <= 0.1 and sum(waits) <= 3.0
+
+    waits.clear()
+    calls = 0
+
+    async def closed() -> Any:
+        nonlocal calls
+        calls += 1
+        raise ConnectError("connection closed")
+
+    scanner = TlsScanner(closed, ScanConfig(connect_retries=2, retry_delay=1.0))
+    asyncio.run(scanner.hello(b"\x16", label="hello"))
+    assert calls == 3 and waits == [1.0, 2.0]
+
+    waits.clear()
+    calls = 0
+
+    async def refused() -> Any:
+        nonlocal calls
+        calls += 1
+        raise ConnectError("STARTTLS refused with 554", retryable=False)
+
+    asyncio.run(TlsScanner(refused, ScanConfig()).hello(b"\x16", label="hello"))
+    assert calls == 1 and waits == []

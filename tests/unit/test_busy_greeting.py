@@ -31,7 +31,7 @@ def _open(server: asyncio.AbstractServer) -> "asyncio.Future[tuple[SmtpClient, o
 
 
 def test_busy_greeting_is_retried(monkeypatch) -> None:
-    monkeypatch.setattr(client_mod, "BUSY_DELAY", 0.05)
+    monkeypatch.setattr(client_mod, "busy_delay", lambda attempt: 0.01)
 
     async def main() -> None:
         server, seen = await _server(busy_first=2)
@@ -44,7 +44,7 @@ def test_busy_greeting_is_retried(monkeypatch) -> None:
 
 
 def test_a_server_that_keeps_saying_421_is_not_retried_forever(monkeypatch) -> None:
-    monkeypatch.setattr(client_mod, "BUSY_DELAY", 0.05)
+    monkeypatch.setattr(client_mod, "busy_delay", lambda attempt: 0.01)
 
     async def main() -> None:
         server, seen = await _server(busy_first=99)

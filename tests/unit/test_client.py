@@ -107,3 +107,44 @@ def test_secrets_are_redacted_from_transcript():
     tr, srv = asyncio.run(go())
     assert all("s3cret-pass" not in ln.text for ln in tr.lines)
     assert "s3cret-pass" in srv.received[0][0]  # it was really sent, only the record is scrubbed
+
+
+def test_quit_does_not_wait_for_a_221_the_server_holds_back():
+    # Exim 4.96 holds its 221 for 200 ms, a tarpit for seconds: on every sequential connection of a
+    # scan. The QUIT is sent (the server sees a polite goodbye), the 221 is not waited for.
+    async def main():
+        async with FakeSmtpServer(script=[Send(b"220 mx.example.org\r\n"), Expect(), Delay(3), Send(b"221 bye\r\n")]) as srv:
+            client = await SmtpClient.open(parse_target(srv.target), ctx(command=5), Transcript())
+            await client.read_greeting()
+            t0 = time.monotonic()
+            await client.quit()
+            elapsed = time.monotonic() - t0
+            await asyncio.sleep(0.1)
+            return elapsed, srv.received[0]
+
+    elapsed, received = asyncio.run(main())
+    assert elapsed < 1.0 and received == ["QUIT"]
+
+
+def test_pipelined_lines_go_out_in_one_write_and_are_all_in_the_transcript():
+    # Written one by one, every reply group of a pipelined batch waited on the peer's delayed ACK
+    # (~40 ms per batch against Postfix).
+    async def main():
+        async with FakeSmtpServer(script=[Send(b"220 mx.example.org\r\n"), Expect(), Expect(), Expect()]) as srv:
+            tr = Transcript()
+            client = await SmtpClient.open(parse_target(srv.target), ctx(), tr)
+            await client.read_greeting()
+            writes: list[bytes] = []
+            real_write = client.writer.write
+            client.writer.write = lambda data: (writes.append(data), real_write(data))[1]  # type: ignore[method-assign]
+            await client.send_lines(["RCPT TO:<a@example.org>"] * 3)
+            await asyncio.sleep(0.1)
+            await client.close()
+            return writes, tr, srv.received[0]
+
+    writes, tr, received = asyncio.run(main())
+    assert writes == [b"RCPT TO:<a@example.org>\r\n" * 3]
+    assert received == ["RCPT TO:<a@example.org>"] * 3
+    assert [ln.text for ln in tr.lines if ln.direction == "C"] == ["RCPT TO:<a@example.org>"] * 3
+    with pytest.raises(ValueError):
+        asyncio.run(SmtpClient.send_lines(None, ["RCPT TO:<a@example.org>\r\nDATA"]))  # type: ignore[arg-type]

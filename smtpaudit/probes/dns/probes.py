@@ -17,13 +17,19 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from smtpaudit.probes.base import ProbeContext, ProbeResult, TranscriptLine
-from smtpaudit.probes.dns import dane, dmarc, mtasts, mx, spf, tlsrpt
-from smtpaudit.probes.dns.dnssec import SECURE, Validator, anchors_from_options
-from smtpaudit.probes.dns.resolver import DnsClient, Lookup, ResolverSpecError
+from smtpaudit.probes.dns.spec import ResolverSpecError, configured_nameservers
 from smtpaudit.targets import Endpoint
+
+if TYPE_CHECKING:
+    from smtpaudit.probes.dns.dnssec import Validator
+    from smtpaudit.probes.dns.resolver import DnsClient, Lookup
+
+# The DNS modules (dnspython, and cryptography for DANE) are imported by the methods that ask
+# questions: the registry loads these classes on every scan, and a scan of address literals
+# asks no DNS question at all (see ``without_dns``).
 
 MAX_TEXT = 2000  # stored record text is cut to this many characters
 
@@ -60,6 +66,18 @@ class _DnsProbe:
     async def run(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any]) -> ProbeResult:
         result = ProbeResult(probe=self.name)
         start = time.monotonic()
+        local = self.without_dns(endpoint)
+        if local is not None:
+            try:
+                configured_nameservers(ctx.options)  # a bad resolver option is an error either way
+            except ResolverSpecError as exc:
+                result.status, result.error_reason, result.error_message = "error", "config", str(exc)
+                return result
+            result.facts.update(local)
+            result.duration = time.monotonic() - start
+            return result
+        from smtpaudit.probes.dns.resolver import DnsClient
+
         try:
             client = DnsClient.from_options(ctx.options)
         except ResolverSpecError as exc:
@@ -79,12 +97,18 @@ class _DnsProbe:
         result.duration = time.monotonic() - start
         return result
 
+    def without_dns(self, endpoint: Endpoint) -> dict[str, Any] | None:
+        """The facts when the target needs no DNS question at all (an address literal), else None."""
+        return None
+
     async def observe(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any],
                       client: DnsClient, facts: dict[str, Any]) -> None:
         raise NotImplementedError
 
 
 def _validator(client: DnsClient, ctx: ProbeContext) -> Validator:
+    from smtpaudit.probes.dns.dnssec import Validator, anchors_from_options
+
     now = ctx.options.get("dnssec_now")
     return Validator(client, anchors_from_options(ctx.options), now=float(now) if now is not None else None)
 
@@ -104,6 +128,9 @@ class DnsDomainProbe(_DnsProbe):
     name = "dns.domain"
 
     async def observe(self, endpoint, ctx, prior, client, facts):
+        from smtpaudit.probes.dns import mx
+        from smtpaudit.probes.dns.dnssec import SECURE
+
         domain = domain_of(endpoint)
         validator = _validator(client, ctx)
         facts["dns.domain"] = domain
@@ -138,6 +165,8 @@ class DnsDomainProbe(_DnsProbe):
         await self._tlsrpt(client, domain, facts)
 
     async def _spf(self, client: DnsClient, domain: str, facts: dict[str, Any]) -> None:
+        from smtpaudit.probes.dns import spf
+
         lk = await client.query(domain, "TXT")
         records = _records(lk, spf.is_spf)
         facts["dns.spf.lookup_status"] = _lookup_status(lk, records)
@@ -163,6 +192,8 @@ class DnsDomainProbe(_DnsProbe):
         facts["dns.spf.unresolved"] = ev.unresolved[:50]
 
     async def _dmarc(self, client: DnsClient, domain: str, facts: dict[str, Any]) -> None:
+        from smtpaudit.probes.dns import dmarc
+
         lk = await client.query(f"_dmarc.{domain}", "TXT")
         records = _records(lk, dmarc.is_dmarc)
         facts["dns.dmarc.lookup_status"] = _lookup_status(lk, records)
@@ -206,6 +237,8 @@ class DnsDomainProbe(_DnsProbe):
         facts["dns.dmarc.ignored_tags"] = d.ignored_tags[:20] if d else []
 
     async def _tlsrpt(self, client: DnsClient, domain: str, facts: dict[str, Any]) -> None:
+        from smtpaudit.probes.dns import tlsrpt
+
         lk = await client.query(f"_smtp._tls.{domain}", "TXT")
         records = _records(lk, tlsrpt.is_tlsrpt)
         facts["tlsrpt.lookup_status"] = _lookup_status(lk, records)
@@ -221,6 +254,8 @@ class MtaStsProbe(_DnsProbe):
     after = ("dns.domain",)
 
     async def observe(self, endpoint, ctx, prior, client, facts):
+        from smtpaudit.probes.dns import mtasts, mx
+
         domain = domain_of(endpoint)
         lk = await client.query(f"_mta-sts.{domain}", "TXT")
         records = _records(lk, mtasts.is_sts_txt)
@@ -267,18 +302,23 @@ class DnsHostProbe(_DnsProbe):
     name = "dns.host"
     after = ("smtp.session",)
 
-    async def observe(self, endpoint, ctx, prior, client, facts):
+    def without_dns(self, endpoint):
         host = endpoint.host.rstrip(".").lower()
-        if _local_literal(host):
-            # A loopback/link-local literal has no public DNS: asking would only leak the query
-            # to whatever resolver the machine has.
-            facts.update({
-                "dns.host.name": host, "dns.host.address_status": "ok", "dns.host.addresses": [host],
-                "dns.host.ptr": {}, "dns.host.ptr_missing": [], "dns.host.fcrdns_failed": [], "dns.host.ptr_names": [],
-                "dns.host.ptr_matches_host": None, "dns.host.ptr_matches_banner": None, "dns.host.zone": None,
-                "dns.host.dnssec": None, "dns.host.dnssec_reason": "local address: public DNS does not apply",
-            })
-            return
+        if not _local_literal(host):
+            return None
+        # A loopback/link-local literal has no public DNS: asking would only leak the query
+        # to whatever resolver the machine has.
+        return {
+            "dns.host.name": host, "dns.host.address_status": "ok", "dns.host.addresses": [host],
+            "dns.host.ptr": {}, "dns.host.ptr_missing": [], "dns.host.fcrdns_failed": [], "dns.host.ptr_names": [],
+            "dns.host.ptr_matches_host": None, "dns.host.ptr_matches_banner": None, "dns.host.zone": None,
+            "dns.host.dnssec": None, "dns.host.dnssec_reason": "local address: public DNS does not apply",
+        }
+
+    async def observe(self, endpoint, ctx, prior, client, facts):
+        from smtpaudit.probes.dns import mx
+
+        host = endpoint.host.rstrip(".").lower()
         validator = _validator(client, ctx)
         a = await mx.addresses(client, host)
         ips = a.ipv4 + a.ipv6
@@ -322,18 +362,22 @@ class DaneProbe(_DnsProbe):
     # so it runs first (until then the chain comes from this probe's own STARTTLS handshake).
     after = ("smtp.session", "tls.cert")
 
+    def without_dns(self, endpoint):
+        if not _ip_literal(endpoint.host.rstrip(".").lower()):
+            return None
+        # TLSA records hang off host names (RFC 7672 section 2.2); an address has none to look up.
+        return {
+            "dane.tlsa.name": None, "dane.tlsa.lookup_status": "not_applicable", "dane.tlsa.records": [],
+            "dane.tlsa.present": False, "dane.tlsa.usages": [], "dane.tlsa.pkix_usages": [],
+            "dane.tlsa.dnssec": None, "dane.tlsa.dnssec_reason": "target is an IP address", "dane.tlsa.zone_dnssec": None,
+            "dane.chain.source": None, "dane.chain.error": None, "dane.match.any": None, "dane.match.unmatched": None,
+            "dane.cert.days_left": None, "dane.rollover_ready": None, "dane.match.results": [],
+        }
+
     async def observe(self, endpoint, ctx, prior, client, facts):
+        from smtpaudit.probes.dns import dane, mx
+
         host = endpoint.host.rstrip(".").lower()
-        if _ip_literal(host):
-            # TLSA records hang off host names (RFC 7672 section 2.2); an address has none to look up.
-            facts.update({
-                "dane.tlsa.name": None, "dane.tlsa.lookup_status": "not_applicable", "dane.tlsa.records": [],
-                "dane.tlsa.present": False, "dane.tlsa.usages": [], "dane.tlsa.pkix_usages": [],
-                "dane.tlsa.dnssec": None, "dane.tlsa.dnssec_reason": "target is an IP address", "dane.tlsa.zone_dnssec": None,
-                "dane.chain.source": None, "dane.chain.error": None, "dane.match.any": None, "dane.match.unmatched": None,
-                "dane.cert.days_left": None, "dane.rollover_ready": None, "dane.match.results": [],
-            })
-            return
         validator = _validator(client, ctx)
         # RFC 7672: an MX is always reached on port 25, whatever port this scan uses for it.
         port = 25 if str(endpoint.role) == "mx" else endpoint.port

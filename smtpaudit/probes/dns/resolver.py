@@ -7,7 +7,6 @@ bare SERVFAIL). It works against a recursive resolver or, in the lab, an authori
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,41 +21,14 @@ import dns.rdatatype
 import dns.resolver
 import dns.rrset
 
+from smtpaudit.probes.dns.spec import ResolverSpecError, configured_nameservers, parse_resolver
+
+__all__ = ["DnsClient", "Lookup", "ResolverSpecError", "parse_resolver", "system_nameservers"]
+
 # Statuses a Lookup may have; rules and facts use these exact words.
 STATUSES = ("ok", "nodata", "nxdomain", "servfail", "refused", "timeout", "error")
 
 MAX_CNAME_CHAIN = 8
-
-
-class ResolverSpecError(ValueError):
-    """The ``resolver`` option is not ``IP`` or ``IP:PORT`` / ``[IPv6]:PORT``."""
-
-
-def parse_resolver(spec: str) -> tuple[str, int]:
-    """Parse ``IP[:PORT]`` (IPv6 as ``[addr]:port`` or bare ``addr``) into (ip, port)."""
-    text = spec.strip()
-    host, port = text, 53
-    if text.startswith("["):
-        close = text.find("]")
-        if close < 0:
-            raise ResolverSpecError(f"resolver {spec!r}: unterminated '['")
-        host, tail = text[1:close], text[close + 1 :]
-        if tail:
-            if not tail.startswith(":") or not (tail[1:].isascii() and tail[1:].isdigit()) or len(tail) > 6:
-                raise ResolverSpecError(f"resolver {spec!r}: expected [IPv6]:PORT")
-            port = int(tail[1:])
-    elif text.count(":") == 1:
-        host, _, ptext = text.partition(":")
-        if not (ptext.isascii() and ptext.isdigit()) or len(ptext) > 5:
-            raise ResolverSpecError(f"resolver {spec!r}: port {ptext!r} is not a number")
-        port = int(ptext)
-    try:
-        host = str(ipaddress.ip_address(host))
-    except ValueError:
-        raise ResolverSpecError(f"resolver {spec!r}: {host!r} is not an IP address") from None
-    if not 1 <= port <= 65535:
-        raise ResolverSpecError(f"resolver {spec!r}: port {port} out of range")
-    return host, port
 
 
 def system_nameservers() -> list[tuple[str, int]]:
@@ -137,11 +109,8 @@ class DnsClient:
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> "DnsClient":
         """Build from probe options: ``resolver`` ("IP[:PORT]" or a list), ``dns_timeout``."""
-        spec = options.get("resolver")
-        if spec:
-            specs = spec if isinstance(spec, (list, tuple)) else [spec]
-            servers = [parse_resolver(str(s)) for s in specs]
-        else:
+        servers = configured_nameservers(options)
+        if servers is None:
             servers = system_nameservers()
         return cls(servers, timeout=float(options.get("dns_timeout", 3.0)))
 

@@ -10,7 +10,6 @@ only, after its reply code and host name, so a host called debian.example.org is
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -75,7 +74,7 @@ def load_patterns(path: Path | None = None) -> tuple[Pattern, ...]:
 @lru_cache(maxsize=4)
 def load_distributions(path: Path | None = None) -> tuple[Distribution, ...]:
     path = path or data_path()
-    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    data = tomlcache.load(path)
     return tuple(Distribution(d["id"], d["name"], re.compile(d["pattern"], _flags(d.get("flags", []))))
                  for d in data.get("distribution", []))
 

@@ -10,10 +10,10 @@ Bounded in count and time, safe for a nightly scan (no message is ever sent):
   Postfix's 1 s-per-error tarpit costs one second)?
 * early talker: send EHLO before the greeting arrives; is that rejected (Postfix postscreen
   pregreet, Exim's synchronization check)? The only place smtpaudit speaks first, on purpose.
-* idle timeout: one greeted connection left idle while the others run (plus ``idle_watch``
-  seconds, default 0: servers wait minutes, RFC 5321 4.5.3.2.7); did the server close it, and when?
+* idle timeout: one greeted connection left idle after the others (``idle_watch`` seconds,
+  default 0.05: servers wait minutes, RFC 5321 4.5.3.2.7); did the server close it, and when?
 
-Every phase stops at the first 421. Connections: 4 (one of them the idle watcher, concurrent).
+Every phase stops at the first 421. Connections: 4, one at a time.
 """
 
 from __future__ import annotations
@@ -45,22 +45,22 @@ def _cap(ctx: ProbeContext, key: str, default: int, maximum: int) -> int:
 class LimitsProbe(BehaviourProbe):
     name: ClassVar[str] = "smtp.limits"
     intrusive: ClassVar[bool] = False
-    sockets: ClassVar[int] = 2  # the idle connection is held while the other tests run
+    # One socket at a time: the error phase may spend a tarpit's second waiting, and with a single
+    # host slot taken the endpoint's other probes run beside it instead of after it.
+    sockets: ClassVar[int] = 1
     after: ClassVar[tuple[str, ...]] = ("smtp.session",)
 
     async def _observe(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any], result: ProbeResult, transcript: Transcript) -> None:
         f = result.facts
-        # With one socket only (--per-host 1), holding the idle connection would block every other
-        # test of this probe, so the idle watch then waits until they are done.
-        concurrent_idle = getattr(ctx.host_slots, "limit", 2) >= 2
-        idle_task = asyncio.create_task(self._idle(endpoint, ctx, transcript, result)) if concurrent_idle else None
         try:
             await self._recipients(endpoint, ctx, prior, result, transcript)
             await self._errors(endpoint, ctx, result, transcript)
             await self._early_talker(endpoint, ctx, result, transcript)
         finally:
+            # Last, on its own: a connection held idle beside the other tests would take a second
+            # host slot for the whole probe, and servers close idle sessions after minutes anyway.
             watch = float(ctx.options.get("idle_watch", 0.0))
-            idle = await _finish_idle(idle_task or asyncio.create_task(self._idle(endpoint, ctx, transcript, result)), watch)
+            idle = await _finish_idle(asyncio.create_task(self._idle(endpoint, ctx, transcript, result)), watch)
             f["smtp.limits.idle_timeout"] = idle[0]
             f["smtp.limits.idle_watched"] = round(idle[1], 1)
 
@@ -91,8 +91,7 @@ class LimitsProbe(BehaviourProbe):
             batch = BATCH if s.caps.has("PIPELINING") else 1
             while accepted < cap and stop is None and time.monotonic() < deadline:
                 n = min(batch, cap - accepted)
-                for _ in range(n):
-                    await s.client.send_line(f"RCPT TO:<{address}>")
+                await s.client.send_lines([f"RCPT TO:<{address}>"] * n)
                 for _ in range(n):
                     if stop is not None and stop.code == 421:
                         break  # the server is hanging up: read nothing more
@@ -148,7 +147,7 @@ class LimitsProbe(BehaviourProbe):
                     f["smtp.limits.errors_unlimited"] = False
                     transcript.add("*", f"reply delayed {latency:.2f}s (baseline {base:.3f}s): error tarpit after {i} errors",
                                    s.client.conn)
-                    await s.client.quit(wait=False)  # its 221 would be delayed too
+                    await s.client.quit()
                     return
             # Cut short by the time budget: inconclusive, neither limited nor unlimited: the verdict
             # fact stays absent so its rule is not evaluated (a null would read as "limited").

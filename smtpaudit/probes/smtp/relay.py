@@ -25,11 +25,11 @@ nmap concludes); a 421 ends it too (the server wants us gone).
 from __future__ import annotations
 
 import ipaddress
-import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
+from smtpaudit import tomlcache
 from smtpaudit.probes.base import ConnectionClosed, ProbeContext, ProbeResult, ServiceUnavailable
 from smtpaudit.probes.smtp.behaviour import BehaviourProbe, Session, own_domains, random_local_part, relay_domain, session, short
 from smtpaudit.probes.smtp.client import Transcript
@@ -49,7 +49,7 @@ MAX_CONNECTIONS = 24
 
 @lru_cache(maxsize=1)
 def variants() -> tuple[dict[str, Any], ...]:
-    data = tomllib.loads(VARIANTS_FILE.read_text(encoding="utf-8"))
+    data = tomlcache.load(VARIANTS_FILE)
     return tuple(data["variant"])
 
 
@@ -151,7 +151,7 @@ class RelayProbe(BehaviourProbe):
                 if pacer.delayed and pacer.per_session:
                     transcript.add("*", f"reply delayed ({pacer.delays[-1]:g}s): the server tarpits after "
                                         f"{pacer.tarpit_after} errors; next attempts on a fresh connection", s.client.conn)
-                    await s.client.quit(wait=False)  # its 221 would be delayed too
+                    await s.client.quit()
                 if not todo and not pacer.exhausted():
                     await self._controls(s, candidates, domain, f)
                     return True

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Mapping
 from smtpaudit.outcomes import ProbeStatus, Reason
 from smtpaudit.probes.base import ProbeContext, ProbeResult
 from smtpaudit.probes.smtp.client import Transcript
-from smtpaudit.probes.tls import certs, handshake
+from smtpaudit.probes.tls import handshake
 from smtpaudit.probes.tls.connect import SilentEndpoint, SmtpTlsConnector, sni_for, starttls_unavailable
 from smtpaudit.probes.tls.scanner import ConnectError
 from smtpaudit.targets import Endpoint
@@ -91,6 +91,8 @@ class TlsCertificateProbe:
                     chain = chain[:MAX_CHAIN]
                 # Parsing and verifying (trust store load, signatures) is CPU work: off the event
                 # loop, so other endpoints keep being served and the endpoint deadline can still fire.
+                from smtpaudit.probes.tls import certs  # cryptography: only once there is a chain to analyse
+
                 f.update(await asyncio.to_thread(certs.analyse, chain, host=endpoint.host, banner_names=names,
                                                  ca_file=ctx.options.get("tls_ca_file")))
                 f["tls.cert.banner_names"] = names

@@ -69,7 +69,7 @@ class SmtpTlsConnector:
             return await client.raw_streams_after_starttls()
         except ServiceUnavailable as exc:
             await _close(client)
-            raise ConnectError(exc.message) from None
+            raise ConnectError(exc.message, busy=True) from None
         except Silenced as exc:
             await _close(client)
             self.silenced = exc.message

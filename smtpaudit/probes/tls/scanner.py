@@ -18,6 +18,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
+from smtpaudit.probes.base import BUSY_RETRIES, busy_delay
 from smtpaudit.probes.tls import codec, handshake, wire
 from smtpaudit.probes.tls.codec import HelloSpec
 from smtpaudit.probes.tls.registry import PROTOCOL_VERSION, Registry, load_registry
@@ -34,9 +35,34 @@ CONNECT_ERROR = "connect_error"
 class ConnectError(Exception):
     """The connector could not give us a stream ready for a ClientHello (refused, 421, no STARTTLS)."""
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
+    def __init__(self, message: str, *, retryable: bool = True, busy: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.busy = busy  # a 421 greeting: the server is full for a moment (see busy_delay)
+
+
+class _Retries:
+    """When one hello may reconnect: soon and a few times after a 421 greeting (a server counting
+    our closed connections for some milliseconds), later and fewer times after other failures."""
+
+    def __init__(self, config: "ScanConfig") -> None:
+        self.config = config
+        self.busy = 0
+        self.other = 0
+
+    def next_wait(self, exc: ConnectError) -> float | None:
+        """Seconds to wait before the next attempt, or None: give up."""
+        if not exc.retryable:
+            return None
+        if exc.busy:
+            if self.busy >= BUSY_RETRIES:
+                return None
+            self.busy += 1
+            return busy_delay(self.busy - 1)
+        if self.other >= self.config.connect_retries:
+            return None
+        self.other += 1
+        return self.config.retry_delay * self.other
 
 
 @dataclass
@@ -139,9 +165,9 @@ class TlsScanner:
         self, data: bytes, *, label: str, sslv2: bool = False, full_flight: bool = False
     ) -> wire.HelloOutcome:
         """Open a connection, send one hello, read the answer, close. Never raises for server behaviour."""
-        attempts = 1 + max(0, self.config.connect_retries)
+        retries = _Retries(self.config)
         last_error = ""
-        for attempt in range(attempts):
+        while True:
             async with self.slots:
                 self.connections += 1
                 conn = self.connections
@@ -150,11 +176,8 @@ class TlsScanner:
                 except ConnectError as exc:
                     last_error = str(exc)
                     self._emit(conn, "*", f"connection failed: {exc}")
-                    if not exc.retryable:
-                        break
-                    retry = True
+                    wait = retries.next_wait(exc)
                 else:
-                    retry = False
                     try:
                         self.hellos += 1
                         self._emit(conn, "C", label)
@@ -176,8 +199,9 @@ class TlsScanner:
                             await asyncio.wait_for(writer.wait_closed(), timeout=1.0)
                         except (OSError, asyncio.TimeoutError, TimeoutError):
                             pass
-            if retry and attempt + 1 < attempts:
-                await asyncio.sleep(self.config.retry_delay * (attempt + 1))
+            if wait is None:
+                break
+            await asyncio.sleep(wait)
         return wire.HelloOutcome(kind=CONNECT_ERROR, detail=last_error)
 
     def legacy_spec(self, protocol: str, suites: list[int], **kw: object) -> HelloSpec:
@@ -493,9 +517,9 @@ class TlsScanner:
     ) -> handshake.HandshakeResult | wire.HelloOutcome:
         """One full OpenSSL handshake on a fresh connection (through the slots, with retries on
         connection failures). A ``HelloOutcome`` of kind CONNECT_ERROR when no stream was had."""
-        attempts = 1 + max(0, self.config.connect_retries)
+        retries = _Retries(self.config)
         last_error = ""
-        for attempt in range(attempts):
+        while True:
             async with self.slots:
                 self.connections += 1
                 conn = self.connections
@@ -504,8 +528,7 @@ class TlsScanner:
                 except ConnectError as exc:
                     last_error = str(exc)
                     self._emit(conn, "*", f"connection failed: {exc}")
-                    if not exc.retryable:
-                        break
+                    wait = retries.next_wait(exc)
                 else:
                     try:
                         self._emit(conn, "C", label)
@@ -530,8 +553,9 @@ class TlsScanner:
                             await asyncio.wait_for(writer.wait_closed(), timeout=1.0)
                         except (OSError, asyncio.TimeoutError, TimeoutError):
                             pass
-            if attempt + 1 < attempts:
-                await asyncio.sleep(self.config.retry_delay * (attempt + 1))
+            if wait is None:
+                break
+            await asyncio.sleep(wait)
         return wire.HelloOutcome(kind=CONNECT_ERROR, detail=last_error)
 
     async def confirm(self, results: dict[str, ProtocolResult]) -> list[Confirmation]:
