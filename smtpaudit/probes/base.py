@@ -77,9 +77,10 @@ class SilenceWatch:
 
     Steps: ``greeting`` (dripped: its bytes spread over more than a second), ``ehlo`` (the reply
     to EHLO), ``after_ehlo`` (the reply to the first command after EHLO: HELP, STARTTLS, MAIL,
-    VRFY...) and ``tls`` (the server's first TLS bytes after 220 to STARTTLS or on an implicit-TLS
-    socket, for any hello or handshake). A step that waited out its whole timeout with nothing
-    back (or a dripped greeting) is ``silent``; any answer there is ``answered`` and disarms the
+    VRFY...), ``starttls`` (the reply to STARTTLS) and ``tls`` (the server's first TLS bytes after
+    220 to STARTTLS or on an implicit-TLS socket, for any hello or handshake). A step that waited
+    out its whole timeout with nothing back (or a dripped greeting) is ``silent``; any answer
+    there is ``answered`` and disarms the
     step for good: the server does speak there, so a later silence is about what was asked (an
     SSLv3 hello, an AUTH it never answers) and is waited out as usual ("silence is not refusal").
     Once ``limit`` connections were silent at a step the endpoint never answered, ``gave_up`` is
@@ -91,7 +92,7 @@ class SilenceWatch:
     and STARTTLS handshake disarm every step on any server that answers them once.
     """
 
-    STEPS = ("greeting", "ehlo", "after_ehlo", "tls")
+    STEPS = ("greeting", "ehlo", "after_ehlo", "starttls", "tls")
 
     def __init__(self, limit: int = 3) -> None:
         self.limit = limit
@@ -112,7 +113,7 @@ class SilenceWatch:
         if step == "greeting":
             return (f"not waited for: the server dripped its greeting (bytes spread over more than a "
                     f"second) on {n} connections and never sent one at once")
-        what = {"ehlo": "to EHLO", "after_ehlo": "to the first command after EHLO",
+        what = {"ehlo": "to EHLO", "after_ehlo": "to the first command after EHLO", "starttls": "to STARTTLS",
                 "tls": "to a TLS hello or handshake"}[step]
         return f"not waited for: the server sent nothing {what} on {n} connections and never answered there"
 

@@ -3,7 +3,7 @@
 Whole scans (``api.scan``, every default probe) against the fakes of ``tests/fakes/stalling.py``,
 with short timeouts (T = 2 s) so the bound is visible in seconds, and the endpoint deadline left at
 its default (120 s) so that waiting it out would show. The endpoint's ``SilenceWatch`` gives up on a step
-(dripped greeting, EHLO, the command after it, the first TLS bytes) after three silent connections
+(dripped greeting, EHLO, the command after it, STARTTLS, the first TLS bytes) after three silent connections
 that never saw an answer there (``scan.SILENT_CONNECTIONS``).
 
 For every case: the wall time stays under a few timeouts, the fake counts how often it was made to
@@ -54,7 +54,7 @@ def _assert_incomplete(report: dict, entry: dict) -> None:
     assert_fail_closed(report)
 
 
-@pytest.mark.parametrize("kind", ["silent_tls", "greeting_then_silence", "silent_after_ehlo"])
+@pytest.mark.parametrize("kind", ["silent_tls", "greeting_then_silence", "silent_after_ehlo", "silent_starttls"])
 def test_silence_costs_a_few_timeouts_not_the_deadline(kind: str) -> None:
     with StallingServer(kind) as srv:
         report, entry, wall = _scan(srv)

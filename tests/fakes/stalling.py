@@ -9,6 +9,7 @@ Each ``Behaviour`` is one way a server wastes a scanner's time:
 * ``drip``: the greeting arrives one byte every ``drip`` seconds; the rest is a normal server.
 * ``greeting_then_silence``: a 220 greeting, then nothing.
 * ``silent_after_ehlo``: greeting and EHLO (with STARTTLS) answered, then nothing.
+* ``silent_starttls``: answers every command but STARTTLS, which it never answers.
 * ``slow``: not silent, a tarpit: the greeting and every reply come ``drip`` seconds late, whole.
 
 Blocking sockets, not asyncio: peeking at the ClientHello before the TLS library reads it needs
@@ -27,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-BEHAVIOURS = ("silent_tls", "picky_tls", "drip", "greeting_then_silence", "silent_after_ehlo", "slow")
+BEHAVIOURS = ("silent_tls", "picky_tls", "drip", "greeting_then_silence", "silent_after_ehlo", "silent_starttls", "slow")
 GREETING = b"220 stall.example.test ESMTP\r\n"
 
 
@@ -109,6 +110,8 @@ class _Handler(socketserver.BaseRequestHandler):
                     if b.kind == "silent_after_ehlo":
                         return _silence(self.server, sock)
                     continue
+                if verb == b"STARTTLS" and b.kind == "silent_starttls":
+                    return _silence(self.server, sock)
                 if verb == b"STARTTLS" and not tls:
                     sock.sendall(b"220 2.0.0 Ready to start TLS\r\n")
                     buf = b""  # RFC 3207: whatever was pipelined after STARTTLS is discarded

@@ -141,8 +141,8 @@ class SmtpClient:
         self.tls_cipher: str | None = None
         self.closed = False
         self.busy_retries = 0  # connections that got a 421 greeting before this one (open_greeted)
-        # The SilenceWatch step the next reply read belongs to ("ehlo", "after_ehlo"), if any.
-        self._step: str | None = None
+        # The SilenceWatch steps the next reply read belongs to ("ehlo", "after_ehlo", "starttls").
+        self._steps: tuple[str, ...] = ()
         # While a greeting is read: the longest first-to-last-byte time of its lines, and when the
         # first byte of a line still unfinished came (read_greeting's drip detection).
         self._spread: float | None = None
@@ -262,31 +262,43 @@ class SmtpClient:
     async def read_reply(self, timeout: float | None = None, *, charged: bool = False) -> Reply:
         """Read one complete (possibly multi-line) reply, or raise a ProbeError.
 
-        The replies to EHLO and to the first command after it are watched steps (``SilenceWatch``):
-        a full command timeout there is reported as silence, any reply as an answer; once the
-        endpoint has gone silent there often enough and never answered, the wait is not made."""
+        The replies to EHLO, to the first command after it and to STARTTLS are watched steps
+        (``SilenceWatch``): a full command timeout there is reported as silence, any reply as an
+        answer; once the endpoint has gone silent there often enough and never answered, the wait
+        is not made."""
         timeout = self.ctx.timeouts.command if timeout is None else timeout
-        step, self._step = self._step, None
-        watch = self.ctx.silence if step is not None else None
-        if watch is None or step is None:
+        self._refuse_given_up()
+        steps, self._steps = self._steps, ()
+        watch = self.ctx.silence
+        if watch is None or not steps:
             return await self._read_full_reply(timeout, charged=charged)
-        if watch.gave_up(step):
-            why = watch.why(step)
-            self.transcript.add("*", why, self.conn)
-            raise Silenced(f"{self.endpoint.id}: {why}")
         try:
             reply = await self._read_full_reply(timeout, charged=charged)
         except ReplyTimeout:
             # Only a full wait is silence: a probe's own shorter wait proves nothing.
             if timeout >= self.ctx.timeouts.command:
-                watch.silent(step)
+                for step in steps:
+                    watch.silent(step)
             raise
-        watch.answered(step)
+        for step in steps:
+            watch.answered(step)
         return reply
 
+    def _refuse_given_up(self) -> None:
+        """Raise Silenced when the next reply belongs to a step the endpoint was given up at."""
+        watch = self.ctx.silence
+        for step in self._steps if watch is not None else ():
+            if watch.gave_up(step):
+                self._steps = ()
+                why = watch.why(step)
+                self.transcript.add("*", why, self.conn)
+                raise Silenced(f"{self.endpoint.id}: {why}")
+
     def watch_next(self, step: str) -> None:
-        """The next reply read belongs to a ``SilenceWatch`` step (for commands sent with send_raw)."""
-        self._step = step
+        """The next reply read also belongs to ``step`` of the ``SilenceWatch`` (for commands sent
+        with send_raw, or a STARTTLS that is also the first command after EHLO)."""
+        if step not in self._steps:
+            self._steps += (step,)
 
     async def _read_full_reply(self, timeout: float, *, charged: bool = False) -> Reply:
         deadline = time.monotonic() + timeout
@@ -392,17 +404,19 @@ class SmtpClient:
             raise ConnectionClosed(f"{self.endpoint.id}: connection lost while sending ({exc})") from None
 
     async def command(self, line: str, *, shown: str | None = None, timeout: float | None = None) -> Reply:
+        self._refuse_given_up()  # not even sent: its reply would not be waited for
         await self.send_line(line, shown=shown)
         return await self.read_reply(timeout)
 
     async def ehlo(self, name: str | None = None) -> Reply:
-        self._step = "ehlo"
+        self._steps = ("ehlo",)
         reply = await self.command(f"EHLO {name or self.ctx.ehlo_name}")
-        self._step = "after_ehlo"
+        self._steps = ("after_ehlo",)
         return reply
 
     async def starttls(self, tls_context: ssl.SSLContext | None = None) -> Reply:
         """Send STARTTLS; on 220 upgrade the connection. Raises TlsHandshakeFailed if the handshake fails."""
+        self.watch_next("starttls")
         reply = await self.command("STARTTLS")
         if reply.code != 220:
             return reply
@@ -456,6 +470,7 @@ class SmtpClient:
         reply = await self.ehlo()
         if reply.code != 250:
             raise SmtpProtocolError(f"{self.endpoint.id}: EHLO refused with {reply.code}")
+        self.watch_next("starttls")
         reply = await self.command("STARTTLS")
         if reply.code != 220:
             raise SmtpProtocolError(f"{self.endpoint.id}: STARTTLS refused with {reply.code} {reply.text}")

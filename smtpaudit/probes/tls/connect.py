@@ -55,8 +55,9 @@ class SmtpTlsConnector:
 
     async def __call__(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         watch = self.ctx.silence
-        if watch is not None and watch.gave_up("tls"):
-            self.silenced = f"{self.endpoint.id}: no connection opened: {watch.why('tls')}"
+        given_up = [s for s in ("starttls", "tls") if watch is not None and watch.gave_up(s)]
+        if watch is not None and given_up and (given_up != ["starttls"] or self.endpoint.mode is not Mode.IMPLICIT):
+            self.silenced = f"{self.endpoint.id}: no connection opened: {watch.why(given_up[-1])}"
             raise SilentEndpoint(self.silenced)
         self.opened += 1
         keep = self.opened == 1

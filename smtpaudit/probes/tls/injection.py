@@ -64,6 +64,7 @@ class StarttlsInjectionProbe:
         if ehlo.code != 250:
             raise ProbeError(f"EHLO answered {ehlo.code}")
         await client.send_raw(b"STARTTLS\r\nNOOP\r\n", shown="STARTTLS\\r\\nNOOP\\r\\n (one segment)")
+        client.watch_next("starttls")
         reply = await client.read_reply()
         f["tls.starttls_injection.starttls_code"] = reply.code
         if reply.code != 220:
