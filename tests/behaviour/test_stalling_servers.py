@@ -66,7 +66,10 @@ def test_silence_costs_a_few_timeouts_not_the_deadline(kind: str) -> None:
     _assert_incomplete(report, entry)
     assert _tls_rules_passed(entry) == []
     given_up = [p for p in entry["probes"] if p["status"] == "error" and "not waited for" in (p["error_message"] or "")]
-    assert given_up and all(p["error_reason"] == "read_timeout" for p in given_up), entry["probes"]
+    assert given_up, entry["probes"]
+    # Silence is reported as silence: every probe it stopped says read_timeout (never connect, never a pass).
+    stopped = [p for p in entry["probes"] if p["status"] == "error"]
+    assert {p["error_reason"] for p in stopped} == {"read_timeout"}, stopped
     # TLS never claimed: nothing after STARTTLS was seen.
     assert entry["facts"].get("smtp.starttls.works") is not True
     assert not entry["facts"].get("tls.protocols.accepted")

@@ -101,7 +101,9 @@ class TlsCertificateProbe:
                 # "not evaluated" (an anonymous-only or broken server), never "passed".
                 f["tls.cert.chain_length"] = 0
         except ConnectError as exc:
-            reason = Reason.READ_TIMEOUT if isinstance(exc, SilentEndpoint) else Reason.CONNECT
+            # A server that never answered (EHLO, STARTTLS) is silence, not a failed connection.
+            silent = isinstance(exc, SilentEndpoint) or connector.failure == Reason.READ_TIMEOUT
+            reason = Reason.READ_TIMEOUT if silent else Reason.CONNECT
             result.status, result.error_reason, result.error_message = ProbeStatus.ERROR, reason, str(exc)
         finally:
             result.transcript = transcript.lines

@@ -52,6 +52,7 @@ class SmtpTlsConnector:
         self.transcript = transcript
         self.opened = 0
         self.silenced: str | None = None  # why a stream was refused (SilenceWatch), if one was
+        self.failure: str | None = None  # the ProbeError reason of the last stream that failed
 
     async def __call__(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         watch = self.ctx.silence
@@ -77,6 +78,7 @@ class SmtpTlsConnector:
             raise SilentEndpoint(exc.message) from None
         except ProbeError as exc:
             await _close(client)
+            self.failure = exc.reason
             # A refused STARTTLS (5xx) will not change on retry; a 4xx / closed connection may.
             retryable = not (" refused with 5" in exc.message)
             raise ConnectError(exc.message, retryable=retryable) from None
