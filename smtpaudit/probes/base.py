@@ -25,11 +25,11 @@ class Timeouts:
     greeting: float = 30.0
     command: float = 20.0
     tls: float = 15.0
-    # Silence is detected, not waited out (SilenceWatch: about 45-65 s for a silent server), so the
+    # Silence is detected, not waited out (SilenceWatch: 40-61 s for a silent server), so the
     # deadline only cuts servers that answer slowly. Measured (default scan, loopback): lab servers
     # 0.6-26 s, 48 s at most with --intrusive; a server delaying *every* reply by 0.5 s takes
-    # 110 s, by 0.75 s 165 s. 120 s keeps all of these but the last, and ends a hopeless one a
-    # minute sooner than 180 s did (docs/architecture.md, "Stalling servers").
+    # 89 s, by 0.75 s 133 s. 120 s keeps all of these but the last, and ends a hopeless one a
+    # minute sooner than 180 s did (docs/architecture.md, "Endpoint deadline").
     endpoint: float = 120.0
 
 
