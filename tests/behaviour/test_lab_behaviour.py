@@ -139,27 +139,3 @@ def test_submission_login_with_credentials(request: pytest.FixtureRequest, tmp_p
     assert f["smtp.submission.auth_tested"] is True and "PLAIN" in f["smtp.submission.auth_ok_mechanisms"], f["smtp.submission.auth_results"]
     assert not _ids(entry) & {"submission-accepts-mail-without-auth", "submission-starttls-not-enforced"}
     assert lab.credentials.password not in json.dumps(entry)
-
-
-def test_early_talker_verdict_never_contradicts_the_server(request: pytest.FixtureRequest) -> None:
-    """Postfix greets at once, so whether an early EHLO reaches it before its greeting is a race:
-    the verdict once flipped run to run on the hardened instance (smtpd_forbid_unauth_pipelining).
-    Now only an EHLO that provably arrived first decides: over repeated runs the hardened Postfix
-    is never "served normally" and the stock one is never "rejected"."""
-    import asyncio
-
-    from smtpaudit.probes.base import ProbeContext
-    from smtpaudit.probes.smtp.limits import LimitsProbe
-    from smtpaudit.targets import parse_target
-
-    seen: dict[str, list[object]] = {}
-    for name in ("postfix_hardened", "postfix_insecure"):
-        srv = _lab(request, name)
-        endpoint = parse_target(f"{srv.host}:{srv.ports['smtp']}")
-        for _ in range(6):
-            result = asyncio.run(LimitsProbe().run(endpoint, ProbeContext(), {}))
-            seen.setdefault(name, []).append(result.facts.get("smtp.limits.early_talker_rejected"))
-    print(seen)
-    # Whether a run decides at all is the race (None: every greeting came too soon to tell).
-    assert False not in seen["postfix_hardened"]
-    assert True not in seen["postfix_insecure"]

@@ -283,8 +283,7 @@ class TlsProtocolsProbe:
     name: ClassVar[str] = "tls.protocols"
     intrusive: ClassVar[bool] = False
     sockets: ClassVar[int] = 2  # hellos run two at a time
-    # sockets_min = 1 (start beside a probe holding a slot) waits for silence being bounded: with one
-    # socket, a server silent after STARTTLS pushed this probe past the endpoint deadline.
+    sockets_min: ClassVar[int] = 1  # ... or one at a time beside a probe that waits out a tarpit
     after: ClassVar[tuple[str, ...]] = ("smtp.session",)
 
     async def run(self, endpoint: Endpoint, ctx: ProbeContext, prior: Mapping[str, Any]) -> ProbeResult:
