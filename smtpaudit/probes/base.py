@@ -105,6 +105,13 @@ class SilenceWatch:
     def answered(self, step: str) -> None:
         self.heard[step] = True
 
+    def saw(self, step: str, *, silent: bool) -> None:
+        """One wait at ``step`` ended: in silence (``silent``) or with an answer."""
+        if silent:
+            self.silent(step)
+        else:
+            self.answered(step)
+
     def gave_up(self, step: str) -> bool:
         return not self.heard[step] and self.silences[step] >= self.limit
 

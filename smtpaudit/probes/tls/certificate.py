@@ -58,8 +58,7 @@ class TlsCertificateProbe:
                     ciphers=handshake.AUTHENTICATED_CIPHERS,
                 )
                 if ctx.silence is not None:
-                    silent = hs.outcome == handshake.TIMEOUT and not hs.received
-                    (ctx.silence.silent if silent else ctx.silence.answered)("tls")
+                    ctx.silence.saw("tls", silent=hs.silent)
             finally:
                 if writer is not None:
                     writer.close()  # also gives the host slot back (probes/net.py)
@@ -74,9 +73,8 @@ class TlsCertificateProbe:
                 transcript.add("*", f"{hs.detail} ({len(hs.chain)} certificate(s) received before that)", 1)
                 if hs.outcome != handshake.FAILED:
                     # Timeout or a local limitation: nothing was learnt about the server.
-                    silent = hs.outcome == handshake.TIMEOUT and not hs.received
                     result.status, result.error_reason, result.error_message = (
-                        ProbeStatus.ERROR, Reason.READ_TIMEOUT if silent else Reason.TLS_HANDSHAKE, hs.detail)
+                        ProbeStatus.ERROR, Reason.READ_TIMEOUT if hs.silent else Reason.TLS_HANDSHAKE, hs.detail)
                     return result
                 # The server answered and the handshake failed: an observation, not a probe error.
                 f["tls.cert.handshake_ok"] = False

@@ -42,6 +42,11 @@ class HandshakeResult:
     def completed(self) -> bool:
         return self.outcome == COMPLETED
 
+    @property
+    def silent(self) -> bool:
+        """Timed out without a byte from the server: silence, not a failed handshake."""
+        return self.outcome == TIMEOUT and not self.received
+
 
 def _version_constant(protocol: str) -> int | None:
     from OpenSSL import SSL

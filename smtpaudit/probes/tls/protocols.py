@@ -67,7 +67,7 @@ def tls_reply_sink(ctx: ProbeContext) -> Callable[[bool], None] | None:
     watch = ctx.silence
     if watch is None:
         return None
-    return lambda silent: watch.silent("tls") if silent else watch.answered("tls")
+    return lambda silent: watch.saw("tls", silent=silent)
 
 
 def scan_config(endpoint: Endpoint, ctx: ProbeContext) -> ScanConfig:

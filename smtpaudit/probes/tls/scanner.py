@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, TypeVar
 
 from smtpaudit.probes.base import BUSY_RETRIES, busy_delay
 from smtpaudit.probes.tls import codec, handshake, wire
@@ -27,6 +27,7 @@ Connector = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWri
 EventSink = Callable[[int, str, str], None]  # (connection number, "C"|"S"|"*", text)
 # Told after each hello or handshake that reached the server: True when nothing came back in time.
 ReplySink = Callable[[bool], None]
+_T = TypeVar("_T")
 
 LEGACY_PROTOCOLS = ("SSLv3", "TLSv1.0", "TLSv1.1", "TLSv1.2")
 CONNECT_ERROR = "connect_error"
@@ -161,10 +162,12 @@ class TlsScanner:
         s = self.reg.suite(code)
         return s.kx if s else ""
 
-    async def hello(
-        self, data: bytes, *, label: str, sslv2: bool = False, full_flight: bool = False
-    ) -> wire.HelloOutcome:
-        """Open a connection, send one hello, read the answer, close. Never raises for server behaviour."""
+    async def _on_fresh_stream(
+        self, exchange: Callable[[int, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[_T]]
+    ) -> _T | wire.HelloOutcome:
+        """Run ``exchange`` on a new connection (through the slots), closing it afterwards;
+        reconnect as ``_Retries`` allows when no stream was had. A ``HelloOutcome`` of kind
+        CONNECT_ERROR when none ever was."""
         retries = _Retries(self.config)
         last_error = ""
         while True:
@@ -179,20 +182,7 @@ class TlsScanner:
                     wait = retries.next_wait(exc)
                 else:
                     try:
-                        self.hellos += 1
-                        self._emit(conn, "C", label)
-                        out = await wire.exchange(
-                            reader,
-                            writer,
-                            data,
-                            timeout=self.config.timeout,
-                            full_flight=full_flight,
-                            kx_for=self._kx_for,
-                            sslv2=sslv2,
-                        )
-                        self._emit(conn, "S", out.describe())
-                        self._heard(out.kind == wire.TIMEOUT and not out.bytes_received)
-                        return out
+                        return await exchange(conn, reader, writer)
                     finally:
                         writer.close()
                         try:
@@ -203,6 +193,29 @@ class TlsScanner:
                 break
             await asyncio.sleep(wait)
         return wire.HelloOutcome(kind=CONNECT_ERROR, detail=last_error)
+
+    async def hello(
+        self, data: bytes, *, label: str, sslv2: bool = False, full_flight: bool = False
+    ) -> wire.HelloOutcome:
+        """Open a connection, send one hello, read the answer, close. Never raises for server behaviour."""
+
+        async def exchange(conn: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> wire.HelloOutcome:
+            self.hellos += 1
+            self._emit(conn, "C", label)
+            out = await wire.exchange(
+                reader,
+                writer,
+                data,
+                timeout=self.config.timeout,
+                full_flight=full_flight,
+                kx_for=self._kx_for,
+                sslv2=sslv2,
+            )
+            self._emit(conn, "S", out.describe())
+            self._heard(out.silent)
+            return out
+
+        return await self._on_fresh_stream(exchange)
 
     def legacy_spec(self, protocol: str, suites: list[int], **kw: object) -> HelloSpec:
         version = PROTOCOL_VERSION[protocol]
@@ -517,46 +530,26 @@ class TlsScanner:
     ) -> handshake.HandshakeResult | wire.HelloOutcome:
         """One full OpenSSL handshake on a fresh connection (through the slots, with retries on
         connection failures). A ``HelloOutcome`` of kind CONNECT_ERROR when no stream was had."""
-        retries = _Retries(self.config)
-        last_error = ""
-        while True:
-            async with self.slots:
-                self.connections += 1
-                conn = self.connections
-                try:
-                    reader, writer = await self.connect()
-                except ConnectError as exc:
-                    last_error = str(exc)
-                    self._emit(conn, "*", f"connection failed: {exc}")
-                    wait = retries.next_wait(exc)
-                else:
-                    try:
-                        self._emit(conn, "C", label)
-                        res = await handshake.run_handshake(
-                            reader,
-                            writer,
-                            server_name=self.config.server_name,
-                            timeout=self.config.timeout,
-                            protocol=protocol,
-                            ciphers=ciphers,
-                            tls13_ciphers=tls13_ciphers,
-                        )
-                        self._heard(res.outcome == handshake.TIMEOUT and not res.received)
-                        if res.completed:
-                            self._emit(conn, "S", f"handshake completed: {res.version} {res.cipher}")
-                        else:
-                            self._emit(conn, "S", f"handshake {res.outcome}: {res.detail}")
-                        return res
-                    finally:
-                        writer.close()
-                        try:
-                            await asyncio.wait_for(writer.wait_closed(), timeout=1.0)
-                        except (OSError, asyncio.TimeoutError, TimeoutError):
-                            pass
-            if wait is None:
-                break
-            await asyncio.sleep(wait)
-        return wire.HelloOutcome(kind=CONNECT_ERROR, detail=last_error)
+
+        async def exchange(conn: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> handshake.HandshakeResult:
+            self._emit(conn, "C", label)
+            res = await handshake.run_handshake(
+                reader,
+                writer,
+                server_name=self.config.server_name,
+                timeout=self.config.timeout,
+                protocol=protocol,
+                ciphers=ciphers,
+                tls13_ciphers=tls13_ciphers,
+            )
+            self._heard(res.silent)
+            if res.completed:
+                self._emit(conn, "S", f"handshake completed: {res.version} {res.cipher}")
+            else:
+                self._emit(conn, "S", f"handshake {res.outcome}: {res.detail}")
+            return res
+
+        return await self._on_fresh_stream(exchange)
 
     async def confirm(self, results: dict[str, ProtocolResult]) -> list[Confirmation]:
         """Finish one real handshake per (protocol, suite class) the server selected.

@@ -57,6 +57,11 @@ class HelloOutcome:
         return self.kind in (HELLO, SSLV2_HELLO)
 
     @property
+    def silent(self) -> bool:
+        """Timed out without a byte from the server after our hello."""
+        return self.kind == TIMEOUT and not self.bytes_received
+
+    @property
     def rejected(self) -> bool:
         """The server clearly said no (alert, orderly close or reset right after our hello)."""
         return self.kind in REJECTIONS
