@@ -371,24 +371,22 @@ class SmtpClient:
             raise
         finally:
             spread, self._spread = self._spread or 0.0, None
-        (watch.silent if spread > DRIP_SECONDS else watch.answered)("greeting")
+        watch.saw("greeting", silent=spread > DRIP_SECONDS)
         return reply
 
     async def send_line(self, line: str, *, shown: str | None = None) -> None:
         """Send one command line; ``shown`` replaces it in the transcript (for secrets)."""
-        if "\r" in line or "\n" in line:
-            raise ValueError("command lines must not contain CR or LF")
-        self.transcript.add("C", shown if shown is not None else line, self.conn)
-        await self.send_raw((line + "\r\n").encode("utf-8", errors="replace"))
+        await self.send_lines([line], shown=shown)
 
-    async def send_lines(self, lines: list[str]) -> None:
-        """Send pipelined command lines in one write (RFC 2920): written one by one, each reply
-        group waits on the peer's delayed ACK (Nagle), ~40 ms per batch against Postfix."""
+    async def send_lines(self, lines: list[str], *, shown: str | None = None) -> None:
+        """Send command lines in one write (pipelined, RFC 2920): written one by one, each reply
+        group waits on the peer's delayed ACK (Nagle), ~40 ms per batch against Postfix.
+        ``shown`` replaces a single line in the transcript (for secrets)."""
         for line in lines:
             if "\r" in line or "\n" in line:
                 raise ValueError("command lines must not contain CR or LF")
         for line in lines:
-            self.transcript.add("C", line, self.conn)
+            self.transcript.add("C", shown if shown is not None else line, self.conn)
         await self.send_raw("".join(line + "\r\n" for line in lines).encode("utf-8", errors="replace"))
 
     async def send_raw(self, data: bytes, *, shown: str | None = None) -> None:
@@ -464,7 +462,7 @@ class SmtpClient:
             if watch is not None:
                 # asyncio does not say whether any byte came back: a handshake that ran out its
                 # whole time counts as silence, one that ended earlier (alert, reset) as an answer.
-                (watch.silent if time.monotonic() - t0 >= limit - 0.05 else watch.answered)("tls")
+                watch.saw("tls", silent=time.monotonic() - t0 >= limit - 0.05)
             text = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
             self.transcript.add("*", f"TLS handshake failed: {text}", self.conn)
             raise TlsHandshakeFailed(f"{self.endpoint.id}: STARTTLS handshake failed: {text}") from None

@@ -60,7 +60,7 @@ class LimitsProbe(BehaviourProbe):
             # Last, on its own: a connection held idle beside the other tests would take a second
             # host slot for the whole probe, and servers close idle sessions after minutes anyway.
             watch = float(ctx.options.get("idle_watch", 0.0))
-            idle = await _finish_idle(asyncio.create_task(self._idle(endpoint, ctx, transcript, result)), watch)
+            idle = await _finish_idle(await self._idle(endpoint, ctx, transcript, result), watch)
             f["smtp.limits.idle_timeout"] = idle[0]
             f["smtp.limits.idle_watched"] = round(idle[1], 1)
 
@@ -177,7 +177,7 @@ class LimitsProbe(BehaviourProbe):
             except ReplyTimeout:
                 # Silence is not a refusal: the verdict fact is absent (not evaluated), not null.
                 f.pop("smtp.limits.early_talker_rejected", None)
-                f["smtp.limits.early_talker_reply"] = " | ".join(f"{r.code} {(r.lines[0] if r.lines else '')[:100]}" for r in replies) or "no reply"
+                f["smtp.limits.early_talker_reply"] = _replies_text(replies) or "no reply"
                 return
             codes = [r.code for r in replies]
             rejected = (not codes) or codes[0] != 220 or len(codes) < 2 or not (200 <= codes[1] < 300)
@@ -186,7 +186,7 @@ class LimitsProbe(BehaviourProbe):
             # only when it sees them (smtpd_forbid_unauth_pipelining) may be "rejected" or "served"
             # run to run. Deciding only on provably early EHLOs left most Postfix runs undecided.
             f["smtp.limits.early_talker_rejected"] = rejected
-            f["smtp.limits.early_talker_reply"] = " | ".join(f"{r.code} {(r.lines[0] if r.lines else '')[:100]}" for r in replies) or "connection closed"
+            f["smtp.limits.early_talker_reply"] = _replies_text(replies) or "connection closed"
         finally:
             await client.quit()
 
@@ -201,9 +201,14 @@ class LimitsProbe(BehaviourProbe):
         return s, time.monotonic()
 
 
-async def _finish_idle(task: "asyncio.Task[tuple[Session | None, float]]", watch: float) -> tuple[float | None, float]:
+def _replies_text(replies: list[Reply]) -> str:
+    """The early talker's replies as evidence: code and first line of each."""
+    return " | ".join(f"{r.code} {(r.lines[0] if r.lines else '')[:100]}" for r in replies)
+
+
+async def _finish_idle(idle: tuple[Session | None, float], watch: float) -> tuple[float | None, float]:
     """Wait (up to ``watch`` more seconds) for the idle connection to be closed; (timeout or None, seconds watched)."""
-    s, since = await task
+    s, since = idle
     if s is None:
         return None, 0.0
     try:
