@@ -33,11 +33,14 @@ from smtpaudit.targets import Endpoint, Mode, Role  # noqa: E402
 
 
 class CountingRelay:
-    """127.0.0.1:<port> -> target; counts accepted connections (each tool's connection count)."""
+    """127.0.0.1:<port> -> target; counts accepted connections (each tool's connection count) and
+    the connections the server turned away with a 421 greeting (``busy``: while a tool's leftovers
+    fill the server's connection limit, real mail is refused too)."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
         self.count = 0
+        self.busy = 0
         self.loop = asyncio.new_event_loop()
         self.listen_port = 0
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
@@ -55,9 +58,12 @@ class CountingRelay:
             w.close()
             return
 
-        async def pipe(a: asyncio.StreamReader, b: asyncio.StreamWriter) -> None:
+        async def pipe(a: asyncio.StreamReader, b: asyncio.StreamWriter, greeting: bool = False) -> None:
             try:
                 while data := await a.read(65536):
+                    if greeting:
+                        self.busy += data.startswith(b"421")
+                        greeting = False
                     b.write(data)
                     await b.drain()
             except OSError:
@@ -65,7 +71,7 @@ class CountingRelay:
             finally:
                 b.close()
 
-        await asyncio.gather(pipe(r, uw), pipe(ur, w))
+        await asyncio.gather(pipe(r, uw), pipe(ur, w, greeting=True))
 
 
 def run_smtpaudit(port: int, starttls: bool, per_host: int) -> None:

@@ -9,6 +9,13 @@ tool and target, then the ratios the project's goals are stated in:
     default scan / nmap SMTP scripts     goal <= 0.25
     --tag tls / sslyze                   goal <= 0.5, with fewer connections
 
+A ratio means something only when both runs did their work, so every run is also judged complete
+or not: smtpaudit by its exit status 3 (an endpoint not fully scanned), sslyze by the scan
+commands its JSON marks ERROR, nmap by the failures its scripts print, testssl.sh by its "Oops"
+lines. A ratio against a peer whose runs were mostly incomplete is printed but marked "not
+comparable" instead of ok/MISSED. The relay also counts the 421 "too many connections" greetings
+each tool caused: while a tool's leftovers fill the server's connection limit, real mail is refused.
+
 Usage (needs the lab: sudo bash .ci/install-lab.sh):
 
     python benchmarks/vs_peers.py --runs 5
@@ -54,9 +61,21 @@ class Tool:
     command: Callable[[int, Path], list[str]]  # (relay port, scratch dir) -> argv
     runs: int
     env: dict[str, str] = field(default_factory=dict)
+    check: Callable[[subprocess.CompletedProcess, Path], str] = lambda proc, tmp: ""  # why a run was incomplete ("" = complete)
+    output: str = ""  # the file in the scratch dir the tool writes
     times: list[float] = field(default_factory=list)
     connections: list[int] = field(default_factory=list)
+    busy: list[int] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    incomplete: list[str] = field(default_factory=list)  # one reason per incomplete run
+
+    def mostly_incomplete(self) -> bool:
+        return 2 * len(self.incomplete) > len(self.times)
+
+    def incomplete_text(self) -> str:
+        if not self.incomplete:
+            return ""
+        return f"  INCOMPLETE in {len(self.incomplete)}/{len(self.times)} runs: {self.incomplete[-1]}"
 
 
 def smtpaudit_cmd(*extra: str) -> Callable[[int, Path], list[str]]:
@@ -82,14 +101,62 @@ def testssl_cmd(binary: str) -> Callable[[int, Path], list[str]]:
     return cmd
 
 
+def smtpaudit_check(proc: subprocess.CompletedProcess, tmp: Path) -> str:
+    if proc.returncode != 3:
+        return ""
+    try:
+        entry = json.loads((tmp / "smtpaudit.json").read_text())["endpoints"][0]
+        return "not fully scanned: " + "; ".join(entry.get("status_reasons") or [entry.get("status", "?")])[:200]
+    except (OSError, ValueError, KeyError, IndexError):
+        return "exit 3 (not fully scanned)"
+
+
+def sslyze_check(proc: subprocess.CompletedProcess, tmp: Path) -> str:
+    try:
+        results = json.loads((tmp / "sslyze.json").read_text())["server_scan_results"]
+    except (OSError, ValueError, KeyError):
+        return "no JSON result"
+    for server in results:
+        if server.get("scan_status") != "COMPLETED":
+            return f"scan {server.get('scan_status')}: {str(server.get('connectivity_error_trace'))[:120]}"
+        commands = [c for c in (server.get("scan_result") or {}).values() if isinstance(c, dict) and c.get("status") != "NOT_SCHEDULED"]
+        errors = [c for c in commands if c.get("status") == "ERROR"]
+        if errors:
+            last = (errors[0].get("error_trace") or errors[0].get("error_reason") or "").strip().splitlines()
+            return f"{len(errors)} of {len(commands)} scan commands failed ({last[-1][-110:] if last else '?'})"
+    return ""
+
+
+NMAP_FAILURES = ("failed to receive data", "Script execution failed", "ERROR:", "TIMEOUT")
+
+
+def nmap_check(proc: subprocess.CompletedProcess, tmp: Path) -> str:
+    try:
+        text = (tmp / "nmap.txt").read_text(errors="replace")
+    except OSError:
+        return "no output"
+    bad = [line.strip("|_ ") for line in text.splitlines() if any(m in line for m in NMAP_FAILURES)]
+    return f"{len(bad)} script failure(s): {bad[0][:120]}" if bad else ""
+
+
+def testssl_check(proc: subprocess.CompletedProcess, tmp: Path) -> str:
+    bad = [line.strip() for line in (proc.stdout or "").splitlines() if "Oops" in line or "connect problem" in line]
+    return f"{len(bad)} failure(s): {bad[0][:120]}" if bad else ""
+
+
 def run_once(tool: Tool, relay: CountingRelay, tmp: Path) -> None:
-    before = relay.count
+    before, busy_before = relay.count, relay.busy
     env = {**os.environ, **tool.env}
+    if tool.output:  # a run that writes nothing must not be judged by the previous run's file
+        (tmp / tool.output).unlink(missing_ok=True)
     t0 = time.monotonic()
     proc = subprocess.run(tool.command(relay.listen_port, tmp), capture_output=True, text=True, env=env, timeout=1800)
     tool.times.append(time.monotonic() - t0)
     time.sleep(0.3)  # let the relay see the last connection close before counting
     tool.connections.append(relay.count - before)
+    tool.busy.append(relay.busy - busy_before)
+    if why := tool.check(proc, tmp):
+        tool.incomplete.append(why)
     # smtpaudit exits 1 on findings (3: not complete), sslyze 1 on a failed Mozilla check, testssl.sh
     # with a count of its findings: only a process that printed nothing useful counted as failed.
     if proc.returncode not in (0, 1, 3) and not tool.name.startswith("testssl"):
@@ -127,16 +194,16 @@ def main() -> int:
             srv = lab.start(name)
             relay = CountingRelay(srv.host, srv.ports["smtp"])
             tools = [
-                Tool("smtpaudit default", smtpaudit_cmd(), args.runs, env),
-                Tool("smtpaudit --tag tls", smtpaudit_cmd("--tag", "tls"), args.runs, env),
+                Tool("smtpaudit default", smtpaudit_cmd(), args.runs, env, smtpaudit_check, "smtpaudit.json"),
+                Tool("smtpaudit --tag tls", smtpaudit_cmd("--tag", "tls"), args.runs, env, smtpaudit_check, "smtpaudit.json"),
             ]
             if "nmap" not in args.skip and shutil.which("nmap"):
-                tools.append(Tool("nmap SMTP scripts", nmap_cmd, args.runs))
+                tools.append(Tool("nmap SMTP scripts", nmap_cmd, args.runs, check=nmap_check, output="nmap.txt"))
             if "sslyze" not in args.skip and Path(args.sslyze_python).exists():
-                tools.append(Tool("sslyze", sslyze_cmd(args.sslyze_python), args.runs))
+                tools.append(Tool("sslyze", sslyze_cmd(args.sslyze_python), args.runs, check=sslyze_check, output="sslyze.json"))
             testssl = shutil.which("testssl") or shutil.which("testssl.sh")
             if "testssl" not in args.skip and testssl:
-                tools.append(Tool("testssl.sh", testssl_cmd(testssl), max(1, args.testssl_runs)))
+                tools.append(Tool("testssl.sh", testssl_cmd(testssl), max(1, args.testssl_runs), check=testssl_check))
             print(f"== {name} (127.0.0.1:{srv.ports['smtp']} via counting relay :{relay.listen_port}), "
                   f"{args.runs} interleaved runs", flush=True)
             with tempfile.TemporaryDirectory() as tmpdir:
@@ -148,9 +215,10 @@ def main() -> int:
                 for tool in tools:
                     med = statistics.median(tool.times)
                     conns = int(statistics.median(tool.connections))
-                    print(f"  {tool.name:22} median {med:7.2f} s  connections {conns:4d}   runs "
-                          f"{[round(t, 2) for t in tool.times]}" + (f"  FAILED: {tool.failures[0]}" if tool.failures else ""),
-                          flush=True)
+                    busy = int(statistics.median(tool.busy))
+                    print(f"  {tool.name:22} median {med:7.2f} s  connections {conns:4d}  busy 421s {busy:4d}   runs "
+                          f"{[round(t, 2) for t in tool.times]}" + (f"  FAILED: {tool.failures[0]}" if tool.failures else "")
+                          + tool.incomplete_text(), flush=True)
                 print(f"  breakdown of the last smtpaudit --tag tls run: {breakdown(tmp / 'smtpaudit.json')}")
             results[name] = {t.name: t for t in tools}
     finally:
@@ -166,7 +234,14 @@ def main() -> int:
             p = tools[peer]
             r = statistics.median(mine.times) / statistics.median(p.times)
             c_mine, c_peer = int(statistics.median(mine.connections)), int(statistics.median(p.connections))
-            verdict = "" if goal is None else (" ok" if r <= goal and (peer != "sslyze" or c_mine < c_peer) else " MISSED")
+            if mine.mostly_incomplete():
+                verdict = f" MISSED ({mine.name} incomplete)"
+            elif p.mostly_incomplete():
+                verdict = f" not comparable ({peer} incomplete)"
+            elif goal is None:
+                verdict = ""
+            else:
+                verdict = " ok" if r <= goal and (peer != "sslyze" or c_mine < c_peer) else " MISSED"
             parts.append(f"{mine.name.split(' ', 1)[1]}/{peer} {r:.2f}x (connections {c_mine}/{c_peer}){verdict}")
         print(f"  {name:17} " + "; ".join(parts))
     return 0
