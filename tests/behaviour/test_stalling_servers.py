@@ -84,8 +84,13 @@ def test_silent_after_starttls_leaves_plain_smtp_verdicts_alone() -> None:
     assert _probe(entry, "tls.cert")["error_reason"] == "read_timeout"
     assert entry["facts"]["tls.protocols.undetermined"] == ["SSLv2", "SSLv3", "TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3"]
     assert entry["facts"]["tls.protocols.rejected"] == []  # silence is not refusal
+    # The session saw STARTTLS offered and then silence: whether it works stays unknown (no
+    # starttls-broken drawn from a deadline), and the session probe says read_timeout.
+    assert _probe(entry, "smtp.session")["error_reason"] == "read_timeout"
+    assert entry["facts"]["smtp.starttls.offered"] is True and "smtp.starttls.works" not in entry["facts"]
+    assert "starttls-broken" not in {f["rule_id"] for f in entry["findings"]}
     # The SMTP side answered normally: its probes finished and were judged.
-    for name in ("smtp.session", "smtp.relay", "smtp.vrfy", "smtp.pipelining"):
+    for name in ("smtp.relay", "smtp.vrfy", "smtp.pipelining"):
         assert _probe(entry, name)["status"] == "ok", _probe(entry, name)
     assert "open-relay" in entry["passed"]  # every relay attempt was refused with 554
     assert "tls-12-not-supported" not in entry["passed"] and "tls-sslv3-accepted" not in entry["passed"]

@@ -100,6 +100,34 @@ def test_broken_starttls_handshake_is_a_fact_not_an_error():
     assert "handshake failed" in result.facts["smtp.starttls.error"]
 
 
+def test_silent_starttls_handshake_leaves_works_unknown():
+    """A handshake that runs out its time is no verdict: starttls.works stays absent, the probe
+    says read_timeout (so the endpoint is not fully scanned) and keeps what it saw before."""
+    plain = simple_responder(ehlo=["s.example.test", "STARTTLS"], replies={"STARTTLS": b"220 go ahead\r\n", "AUTH": b"503 no\r\n"})
+    upgraded: list[str] = []
+
+    def responder(line: str):
+        if upgraded:
+            return Silence()  # reads the ClientHello, answers nothing
+        if line == "STARTTLS":
+            upgraded.append(line)
+        return plain(line)
+
+    server = FakeSmtpServer(script=[Send(b"220 s.example.test ESMTP\r\n")], responder=responder)
+    ctx = ProbeContext(timeouts=Timeouts(connect=2, greeting=2, command=2, tls=0.5, endpoint=10))
+
+    async def go():
+        async with server as srv:
+            return await SessionProbe().run(parse_target(srv.target), ctx, {})
+
+    result = asyncio.run(go())
+    assert result.status == "error" and result.error_reason == "read_timeout", result
+    assert "did not finish within 0.5 s" in result.error_message
+    assert result.facts["smtp.starttls.offered"] is True
+    assert "smtp.starttls.works" not in result.facts
+    assert result.facts["smtp.greeting.code"] == 220
+
+
 def test_silent_server_fails_within_the_greeting_timeout():
     t0 = time.monotonic()
     result = run_probe(SessionProbe(), FakeSmtpServer(script=[Silence()]))

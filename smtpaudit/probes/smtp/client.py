@@ -457,14 +457,20 @@ class SmtpClient:
                 ssl_handshake_timeout=limit,
             )
         except (ssl.SSLError, ConnectionError, OSError, asyncio.TimeoutError) as exc:
+            elapsed = time.monotonic() - t0
             if stall is not None:
-                stall.charge(time.monotonic() - t0, "tls")
+                stall.charge(elapsed, "tls")
+            # asyncio does not say whether any byte came back, and reports its own handshake
+            # timeout as ConnectionAbortedError: a handshake that ran out its whole time is a
+            # timeout, one that ended earlier (alert, reset, garbage) is the server's answer.
+            timed_out = isinstance(exc, (asyncio.TimeoutError, TimeoutError)) or elapsed >= limit - 0.05
             if watch is not None:
-                # asyncio does not say whether any byte came back: a handshake that ran out its
-                # whole time counts as silence, one that ended earlier (alert, reset) as an answer.
-                watch.saw("tls", silent=time.monotonic() - t0 >= limit - 0.05)
+                watch.saw("tls", silent=timed_out)
             text = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
             self.transcript.add("*", f"TLS handshake failed: {text}", self.conn)
+            if timed_out:
+                # No verdict from a deadline: whether TLS works stays unknown (fail closed).
+                raise ReplyTimeout(f"{self.endpoint.id}: STARTTLS handshake did not finish within {limit:g} s") from None
             raise TlsHandshakeFailed(f"{self.endpoint.id}: STARTTLS handshake failed: {text}") from None
         if stall is not None:
             stall.charge(time.monotonic() - t0, "tls")

@@ -271,6 +271,10 @@ class SessionProbe:
         f["smtp.tls.cipher"] = client.tls_cipher
         try:
             ehlo = await client.ehlo()
+        except ReplyTimeout:
+            # Silence after the handshake proves nothing either way: works stays unknown.
+            await client.close()
+            raise
         except ProbeError as exc:
             f["smtp.starttls.works"] = False
             f["smtp.starttls.error"] = f"no usable SMTP session after the TLS handshake: {exc.message}"
