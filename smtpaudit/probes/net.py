@@ -10,6 +10,9 @@ starve another endpoint of the same host.
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
+import struct
 from typing import Any, Protocol
 
 
@@ -161,6 +164,7 @@ async def open_connection(
     slots: "SocketSlots | None",
     leases: Leases | None = None,
     timeout: float,
+    first_bytes: bytes | None = None,
     **kwargs: Any,
 ) -> tuple[asyncio.StreamReader, SlottedWriter]:
     """``asyncio.open_connection`` that first waits for a slot of ``host``; the slot is held until close.
@@ -168,12 +172,21 @@ async def open_connection(
     ``timeout`` bounds the connect (and handshake) only, not the wait for a slot: a host busy with
     our own other probes must not look like a host that does not answer. The wait for a slot is
     bounded by the endpoint deadline. Raises ``asyncio.TimeoutError`` when the connect times out.
+
+    ``first_bytes`` (plain TCP only) are sent the instant the connection is up, from a worker
+    thread with a blocking socket: through the event loop they leave a few loop turns later,
+    late enough that a server which greets at once usually greets first (the early-talker test
+    then measures our latency, not the server's check).
     """
     lease = Lease(slots)
     if slots is not None:
         await slots.acquire()
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, **kwargs), timeout=timeout)
+        if first_bytes is not None:
+            sock = await asyncio.to_thread(_connect_and_send, host, port, first_bytes, timeout)
+            reader, writer = await asyncio.open_connection(sock=sock, **kwargs)
+        else:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, **kwargs), timeout=timeout)
     except BaseException:
         lease.release()
         raise
@@ -181,3 +194,44 @@ async def open_connection(
     if leases is not None:
         leases.add(lease)
     return reader, slotted
+
+
+def _connect_and_send(host: str, port: int, data: bytes, timeout: float) -> socket.socket:
+    """Connect and send ``data`` at once; the socket is handed back non-blocking for asyncio.
+
+    Where the kernel allows it, connect and send are one blocking ``sendto(MSG_FASTOPEN)``: the
+    bytes leave right after the handshake (in the SYN when the server has given a Fast Open
+    cookie), with no Python between the two, so neither this thread waiting for the GIL nor the
+    event loop can make them late. Otherwise a blocking connect, then sendall.
+    """
+    family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    fastopen = getattr(socket, "MSG_FASTOPEN", 0)
+    if fastopen:
+        sock = socket.socket(family, kind, proto)
+        try:
+            # A blocking socket (a Python timeout would make it non-blocking); the kernel's send
+            # timeout bounds the connect inside sendto.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", int(timeout), int(timeout % 1 * 1e6)))
+            sent = sock.sendto(data, fastopen, addr)
+            sock.settimeout(timeout)
+            sock.sendall(data[sent:])
+            sock.setblocking(False)
+            return sock
+        except BlockingIOError:
+            sock.close()
+            raise TimeoutError(f"no TCP connection within {timeout:g}s") from None
+        except OSError as exc:
+            sock.close()
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOPROTOOPT):
+                raise
+        except BaseException:
+            sock.close()
+            raise
+    sock = socket.create_connection((host, port), timeout=timeout)
+    try:
+        sock.sendall(data)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -139,3 +139,28 @@ def test_submission_login_with_credentials(request: pytest.FixtureRequest, tmp_p
     assert f["smtp.submission.auth_tested"] is True and "PLAIN" in f["smtp.submission.auth_ok_mechanisms"], f["smtp.submission.auth_results"]
     assert not _ids(entry) & {"submission-accepts-mail-without-auth", "submission-starttls-not-enforced"}
     assert lab.credentials.password not in json.dumps(entry)
+
+
+@pytest.mark.parametrize("name,rejected", [("postfix_hardened", True), ("postfix_insecure", False)])
+def test_early_talker_verdict_is_stable_on_postfix(request: pytest.FixtureRequest, name: str, rejected: bool) -> None:
+    """Postfix greets at once, so an early EHLO races its greeting; smtpd_forbid_unauth_pipelining
+    (hardened) catches it only when it wins. The verdict must not come and go run to run."""
+    import asyncio
+
+    from smtpaudit.probes.base import ProbeContext, ProbeResult, Timeouts
+    from smtpaudit.probes.smtp.client import Transcript
+    from smtpaudit.probes.smtp.limits import LimitsProbe
+    from smtpaudit.targets import parse_target
+
+    lab = _lab(request, name)
+    endpoint = parse_target(f"{lab.host}:{lab.ports['smtp']}")
+    ctx = ProbeContext(timeouts=Timeouts(connect=5, greeting=5, command=5, tls=5))
+
+    async def once() -> Any:
+        result = ProbeResult(probe="smtp.limits")
+        await LimitsProbe()._early_talker(endpoint, ctx, result, Transcript())
+        return result.facts.get("smtp.limits.early_talker_rejected", "absent"), result.facts["smtp.limits.early_talker_reply"]
+
+    verdicts = [asyncio.run(once()) for _ in range(12)]
+    wrong = [(v, reply) for v, reply in verdicts if v != rejected]
+    assert not wrong, wrong

@@ -26,7 +26,8 @@ async def test_no_limit_server_finishes_within_budget() -> None:
     assert f["smtp.limits.errors_unlimited"] is True and f["smtp.limits.errors_sent"] == 25
     assert f["smtp.limits.early_talker_rejected"] is False
     assert f["smtp.limits.idle_timeout"] is None
-    assert result.connections == 4 and mta.max_active <= 2
+    # 3 limit connections and 4 early talkers (every one served, so all attempts were spent).
+    assert result.connections == 7 and mta.max_active <= 2
     rcpts = sum(1 for c in mta.all_commands if c.startswith("RCPT"))
     assert rcpts <= 201 and "DATA" not in mta.all_commands
 
@@ -92,3 +93,70 @@ async def test_silence_after_an_early_ehlo_is_not_a_refusal() -> None:
     assert srv.received[0][0].startswith("EHLO")
     assert "smtp.limits.early_talker_rejected" not in result.facts
     assert result.facts["smtp.limits.early_talker_reply"] == "no reply"
+
+
+async def _early_talker_against(greetings: list[bytes]) -> tuple[dict, int]:
+    """The early-talker test against a server whose n-th connection greets with greetings[n]
+    (a 220 serves the EHLO; anything else is said and the connection closed)."""
+    import asyncio
+
+    from smtpaudit.probes.base import ProbeContext, ProbeResult
+    from smtpaudit.probes.smtp.client import Transcript
+    from smtpaudit.targets import parse_target
+
+    seen = [0]
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        greeting = greetings[min(seen[0], len(greetings) - 1)]
+        seen[0] += 1
+        try:
+            await reader.readline()  # our early EHLO
+            writer.write(greeting)
+            if greeting.startswith(b"220"):
+                writer.write(b"250 race.example.test\r\n")
+                await reader.readline()  # QUIT
+                writer.write(b"221 bye\r\n")
+            await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        ctx = ProbeContext(timeouts=Timeouts(connect=3, greeting=2, command=2, tls=2))
+        result = ProbeResult(probe="smtp.limits")
+        await LimitsProbe()._early_talker(parse_target(f"127.0.0.1:{port}"), ctx, result, Transcript())
+    finally:
+        server.close()
+    return result.facts, seen[0]
+
+
+SERVED = b"220 race.example.test ESMTP\r\n"
+SYNC_ERROR = b"554 5.5.0 Error: SMTP protocol synchronization\r\n"
+
+
+@async_test
+async def test_early_talker_refused_once_in_a_race_is_refused() -> None:
+    """A server that greets at once catches our EHLO only when it wins the race: a refusal on any
+    attempt is the evidence of its check (it used to flip run to run on the hardened lab Postfix)."""
+    facts, connections = await _early_talker_against([SERVED, SERVED, SYNC_ERROR, SERVED])
+    assert facts["smtp.limits.early_talker_rejected"] is True
+    assert connections == 3  # the refusal ended the test
+    assert facts["smtp.limits.early_talker_reply"].startswith("attempt 1: 220 race.example.test ESMTP | 250 race.example.test ; ")
+    assert "attempt 3: 554 5.5.0 Error: SMTP protocol synchronization" in facts["smtp.limits.early_talker_reply"]
+
+
+@async_test
+async def test_early_talker_served_only_when_every_attempt_was() -> None:
+    facts, connections = await _early_talker_against([SERVED])
+    assert facts["smtp.limits.early_talker_rejected"] is False and connections == 4
+
+
+@async_test
+async def test_busy_greeting_is_not_an_early_talker_refusal() -> None:
+    """421 says "not now", not "you spoke first": no verdict, and no further attempts."""
+    facts, connections = await _early_talker_against([SERVED, b"421 4.7.0 Too many connections\r\n"])
+    assert "smtp.limits.early_talker_rejected" not in facts and connections == 2
+    assert "attempt 2: 421" in facts["smtp.limits.early_talker_reply"]

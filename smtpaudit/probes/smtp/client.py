@@ -158,8 +158,12 @@ class SmtpClient:
         conn: int = 0,
         implicit_tls: bool | None = None,
         tls_context: ssl.SSLContext | None = None,
+        early: bytes | None = None,
     ) -> "SmtpClient":
-        """Connect (and for implicit-TLS endpoints, handshake). Does not read the greeting."""
+        """Connect (and for implicit-TLS endpoints, handshake). Does not read the greeting.
+
+        ``early``: bytes sent the moment the TCP connection is up, before any greeting can have
+        been read (the early-talker test; plain connections only). The caller records them."""
         use_tls = endpoint.mode is Mode.IMPLICIT if implicit_tls is None else implicit_tls
         watch = ctx.silence
         given_up = [s for s in ("greeting", "ehlo", "after_ehlo") if watch is not None and watch.gave_up(s)]
@@ -179,6 +183,7 @@ class SmtpClient:
                 ssl=(tls_context or permissive_tls_context()) if use_tls else None,
                 server_hostname=_sni(endpoint.host) if use_tls else None,
                 ssl_handshake_timeout=ctx.timeouts.tls if use_tls else None,
+                first_bytes=None if use_tls else early,
             )
         except asyncio.TimeoutError:
             transcript.add("*", "connect timed out", conn)
