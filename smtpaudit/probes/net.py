@@ -241,7 +241,9 @@ def _connect_and_send(host: str, port: int, data: bytes, timeout: float) -> sock
         try:
             # A blocking socket (a Python timeout would make it non-blocking); the kernel's send
             # timeout bounds the connect inside sendto.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", int(timeout), int(timeout % 1 * 1e6)))
+            # (A zero timeval would mean "wait forever".)
+            wait = max(timeout, 0.001)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", int(wait), int(wait % 1 * 1e6)))
             sent = sock.sendto(data, fastopen, addr)
             sock.settimeout(timeout)
             sock.sendall(data[sent:])
