@@ -141,10 +141,12 @@ def test_submission_login_with_credentials(request: pytest.FixtureRequest, tmp_p
     assert lab.credentials.password not in json.dumps(entry)
 
 
-@pytest.mark.parametrize("name,rejected", [("postfix_hardened", True), ("postfix_insecure", False)])
-def test_early_talker_verdict_is_stable_on_postfix(request: pytest.FixtureRequest, name: str, rejected: bool) -> None:
-    """Postfix greets at once, so an early EHLO races its greeting; smtpd_forbid_unauth_pipelining
-    (hardened) catches it only when it wins. The verdict must not come and go run to run."""
+@pytest.mark.parametrize("name,rejected", [("postfix_hardened", True), ("postfix_insecure", False),
+                                           ("exim_secure", False), ("exim_insecure", False), ("opensmtpd", False)])
+def test_early_talker_verdict_is_stable(request: pytest.FixtureRequest, name: str, rejected: bool) -> None:
+    """Every lab server greets at once, so an early EHLO races its greeting; Postfix's
+    smtpd_forbid_unauth_pipelining (hardened) catches it only when it wins. Exim without a banner
+    delay and OpenSMTPD serve it. The verdict must not come and go run to run."""
     import asyncio
 
     from smtpaudit.probes.base import ProbeContext, ProbeResult, Timeouts
