@@ -104,3 +104,52 @@ def test_control_without_421_keeps_its_verdicts():
     assert judged(entry, "starttls-broken") == "passed"
     assert judged(entry, "tls-starttls-injection") == "finding"  # this fake runs what was pipelined after STARTTLS
 
+
+
+def scan_as(server: FakeSmtpServer, scheme: str) -> dict:
+    """``scan`` with the target given as ``scheme://host:port`` (e.g. a submission endpoint)."""
+    from smtpaudit import api
+    from tests.failclosed.test_cut_dialogue import _options
+
+    async def go() -> dict:
+        async with server:
+            return await api.scan_async([f"{scheme}://{server.target}"], api.load_ruleset(), _options(False))
+
+    return asyncio.run(go())
+
+
+def test_submission_mail_answered_421_passes_no_submission_rule():
+    report = scan_as(server_saying_421(_verb("MAIL"), tls=True), "submission")
+    entry = report["endpoints"][0]
+    f = entry["facts"]
+    assert "smtp.submission.mail_before_tls_accepted" not in f and "smtp.submission.unauth_accepted" not in f
+    for rule_id in ("submission-starttls-not-enforced", "submission-accepts-mail-without-auth", "submission-refusal-not-530"):
+        assert judged(entry, rule_id) == "not_evaluated", rule_id
+    assert probe(entry, "smtp.submission")["error_reason"] == "service_unavailable"
+    assert_fail_closed(report)
+
+
+def test_submission_rcpt_answered_421_is_no_refusal():
+    # MAIL accepted, the unauthenticated RCPT answered 421: not "refused without AUTH".
+    report = scan_as(server_saying_421(_verb("RCPT"), tls=True), "submission")
+    entry = report["endpoints"][0]
+    assert "smtp.submission.unauth_accepted" not in entry["facts"]
+    assert judged(entry, "submission-accepts-mail-without-auth") == "not_evaluated"
+    assert_fail_closed(report)
+
+
+def test_enumeration_mail_answered_421_is_not_a_postmaster_pass():
+    report = scan(server_saying_421(_verb("MAIL")))
+    entry = report["endpoints"][0]
+    assert judged(entry, "mx-rejects-postmaster") == "not_evaluated"
+    assert probe(entry, "smtp.enumeration")["error_reason"] == "service_unavailable"
+    assert_fail_closed(report)
+
+
+def test_enumeration_postmaster_answered_421_is_not_a_postmaster_pass():
+    report = scan(server_saying_421(lambda line: line.upper() == "RCPT TO:<POSTMASTER>"))
+    entry = report["endpoints"][0]
+    assert entry["facts"]["smtp.enumeration.mail_code"] == 250
+    assert judged(entry, "mx-rejects-postmaster") == "not_evaluated"
+    assert probe(entry, "smtp.enumeration")["error_reason"] == "service_unavailable"
+    assert_fail_closed(report)
