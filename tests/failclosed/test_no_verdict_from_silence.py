@@ -13,9 +13,11 @@ from typing import Any
 from smtpaudit import api
 from smtpaudit.engine.judge import judge_entry
 from smtpaudit.probes.base import ProbeResult, Timeouts
+from smtpaudit.probes.smtp import connlimit
 from smtpaudit.probes.smtp.auththrottle import AuthThrottleProbe
+from smtpaudit.probes.smtp.connlimit import ConnLimitProbe
 from tests.behaviour.helpers import run_probe
-from tests.fakes.smtp import FakeSmtpServer, Send, Silence, simple_responder
+from tests.fakes.smtp import Delay, FakeSmtpServer, Send, Silence, simple_responder
 
 
 def judged(result: ProbeResult, rule_id: str) -> str:
@@ -53,3 +55,30 @@ def test_unanswered_first_auth_is_not_throttling():
     assert "smtp.auth_throttle.unthrottled" not in result.facts, result.facts
     assert result.status == "error" and result.error_reason == "read_timeout", result
     assert judged(result, "auth-failures-not-throttled") == "not_evaluated"
+
+
+def test_slow_greeter_shows_no_connection_limit(monkeypatch):
+    """Every greeting comes after the probe's greeting wait: no connection was ever served, so
+    nothing shows a limit (before: 'refused at connection 1', both limit rules passed)."""
+    monkeypatch.setattr(connlimit, "PAUSE", 0.1)
+    server = FakeSmtpServer(script=[Delay(1.5), Send(b"220 slow.example.test ESMTP\r\n"), Silence()])
+    result = run(ConnLimitProbe, server, timeouts=Timeouts(connect=2, greeting=1, command=2, tls=2),
+                 options={"burst_seconds": 3.0, "burst_connections": 4, "rate_connections": 4})
+    f = result.facts
+    assert "smtp.connlimit.concurrent_unlimited" not in f and "smtp.connlimit.rate_unlimited" not in f, f
+    assert judged(result, "no-concurrent-connection-limit") == "not_evaluated"
+    assert judged(result, "no-connection-rate-limit") == "not_evaluated"
+
+
+def test_time_budget_spent_before_the_cap_is_no_pass(monkeypatch):
+    """Greeted every time, but slowly: the burst's time budget ends before the cap is reached.
+    Neither a limit nor its absence was shown (before: null, which passed both rules)."""
+    monkeypatch.setattr(connlimit, "PAUSE", 0.1)
+    server = FakeSmtpServer(script=[Delay(0.4), Send(b"220 slow.example.test ESMTP\r\n"), Silence()])
+    result = run(ConnLimitProbe, server, timeouts=Timeouts(connect=2, greeting=2, command=2, tls=2),
+                 options={"burst_seconds": 1.0, "burst_connections": 20, "rate_connections": 20})
+    f = result.facts
+    assert 0 < f["smtp.connlimit.concurrent_held"] < 20 and f["smtp.connlimit.concurrent_refused_at"] is None
+    assert "smtp.connlimit.concurrent_unlimited" not in f and "smtp.connlimit.rate_unlimited" not in f, f
+    assert judged(result, "no-concurrent-connection-limit") == "not_evaluated"
+    assert judged(result, "no-connection-rate-limit") == "not_evaluated"
