@@ -128,3 +128,19 @@ def test_silence_for_some_versions_only_keeps_every_other_verdict() -> None:
     assert not {"tls-sslv3-accepted", "tls-sslv2-accepted"} & judged
     # Two timeouts each for SSLv2 and SSLv3 (first hello and its retry), run two at a time.
     assert wall < BOUND + 2 * T, wall
+
+
+def test_silence_to_tls13_hellos_is_not_tls13_unsupported() -> None:
+    """Silent to hellos offering only TLS 1.3, a working server otherwise: TLS 1.3 is undetermined,
+    so tls-13-not-supported is not evaluated (it used to be a finding drawn from two timeouts:
+    findings may come from an unfinished probe, and "accepted excludes TLSv1.3" held)."""
+    with StallingServer("picky_tls13") as srv:
+        report, entry, wall = _scan(srv)
+    f = entry["facts"]
+    assert f["tls.protocols.accepted"] == ["TLSv1.2"] and "TLSv1.3" in f["tls.protocols.undetermined"]
+    assert f["smtp.starttls.works"] is True
+    findings = {x["rule_id"] for x in entry["findings"]}
+    assert not {"tls-13-not-supported", "tls-12-not-supported"} & findings
+    assert "tls-13-not-supported" in {x["rule_id"] for x in entry["not_evaluated"]}
+    _assert_incomplete(report, entry)
+    assert wall < BOUND + 2 * T, wall

@@ -6,6 +6,9 @@ Each ``Behaviour`` is one way a server wastes a scanner's time:
 * ``picky_tls``: a working TLS 1.2/1.3 server (Python's ``ssl``) that never answers SSLv2 or
   SSLv3 hellos (it peeks at the ClientHello and stays silent): those versions are undetermined,
   everything else must be scanned as usual.
+* ``picky_tls13``: the same working TLS 1.2/1.3 server, silent to hellos that offer TLS 1.3 and
+  nothing else (the scanner's TLS 1.3 hellos; a default client offering 1.2 too is answered): TLS
+  1.3 is undetermined, never "not supported".
 * ``drip``: the greeting arrives one byte every ``drip`` seconds; the rest is a normal server.
 * ``greeting_then_silence``: a 220 greeting, then nothing.
 * ``silent_after_ehlo``: greeting and EHLO (with STARTTLS) answered, then nothing.
@@ -28,7 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-BEHAVIOURS = ("silent_tls", "picky_tls", "drip", "greeting_then_silence", "silent_after_ehlo", "silent_starttls", "slow")
+BEHAVIOURS = ("silent_tls", "picky_tls", "picky_tls13", "drip", "greeting_then_silence", "silent_after_ehlo", "silent_starttls", "slow")
 GREETING = b"220 stall.example.test ESMTP\r\n"
 
 
@@ -67,6 +70,30 @@ def _old_hello(sock: socket.socket, wait: float = 5.0) -> bool:
         return True  # SSLv2 record header
     # TLS record (5 bytes), handshake header (4), then client_version.
     return len(head) >= 11 and head[0] == 0x16 and head[9:11] == b"\x03\x00"
+
+
+def _tls13_only_hello(sock: socket.socket, wait: float = 5.0) -> bool:
+    """True when the ClientHello waiting on ``sock`` offers TLS 1.3 and no other version (peeked)."""
+    from smtpaudit.probes.tls import codec
+
+    end = time.monotonic() + wait
+    head = b""
+    while time.monotonic() < end:
+        sock.settimeout(max(0.01, end - time.monotonic()))
+        try:
+            head = sock.recv(16384, socket.MSG_PEEK)
+        except OSError:
+            return False
+        if not head:
+            return False
+        if len(head) >= 5 and head[0] == 0x16 and len(head) >= 5 + int.from_bytes(head[3:5], "big"):
+            break
+        time.sleep(0.01)
+    sock.settimeout(None)
+    try:
+        return codec.parse_client_hello(head).supported_versions == [0x0304]
+    except Exception:  # noqa: BLE001 - not a hello this fake understands: answer it normally
+        return False
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -115,7 +142,8 @@ class _Handler(socketserver.BaseRequestHandler):
                 if verb == b"STARTTLS" and not tls:
                     sock.sendall(b"220 2.0.0 Ready to start TLS\r\n")
                     buf = b""  # RFC 3207: whatever was pipelined after STARTTLS is discarded
-                    if b.kind == "silent_tls" or (b.kind == "picky_tls" and _old_hello(sock)):
+                    if b.kind == "silent_tls" or (b.kind == "picky_tls" and _old_hello(sock)) or (
+                            b.kind == "picky_tls13" and _tls13_only_hello(sock)):
                         return _silence(self.server, sock)
                     try:
                         sock = self.server.tls.wrap_socket(sock, server_side=True)
