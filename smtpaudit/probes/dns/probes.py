@@ -171,7 +171,11 @@ class DnsDomainProbe(_DnsProbe):
         records = _records(lk, spf.is_spf)
         facts["dns.spf.lookup_status"] = _lookup_status(lk, records)
         facts["dns.spf.records"] = _clip(records)
-        facts["dns.spf.record_count"] = len(records) if not lk.failed else None
+        if lk.failed:
+            # No answer (timeout, SERVFAIL): nothing is known about the record. The facts its rules
+            # read stay absent ("not evaluated"); a null count or [] would read as a pass.
+            return
+        facts["dns.spf.record_count"] = len(records)
         if len(records) != 1:
             for k in ("record", "all", "lookups", "void_lookups"):
                 facts[f"dns.spf.{k}"] = None
@@ -198,7 +202,8 @@ class DnsDomainProbe(_DnsProbe):
         records = _records(lk, dmarc.is_dmarc)
         facts["dns.dmarc.lookup_status"] = _lookup_status(lk, records)
         facts["dns.dmarc.records"] = _clip(records)
-        facts["dns.dmarc.record_count"] = len(records) if not lk.failed else None
+        if not lk.failed:
+            facts["dns.dmarc.record_count"] = len(records)
         # The first call parses the Public Suffix List (~40 ms): off the event loop.
         org = await asyncio.to_thread(dmarc.organizational_domain, domain)
         facts["dns.dmarc.org_domain"] = org
@@ -224,6 +229,10 @@ class DnsDomainProbe(_DnsProbe):
                 source, applied = "organizational", org_records
             else:
                 source = "multiple" if org_records else "none"
+        if source is None:
+            # The record (or the organizational domain's) got no answer: the DMARC verdict facts
+            # stay absent ("not evaluated"); nulls would pass dmarc-missing and the rest.
+            return
         facts["dns.dmarc.source"] = source
         d = dmarc.parse(applied[0]) if applied else None
         facts["dns.dmarc.record"] = applied[0][:MAX_TEXT] if d else None
@@ -243,7 +252,11 @@ class DnsDomainProbe(_DnsProbe):
         records = _records(lk, tlsrpt.is_tlsrpt)
         facts["tlsrpt.lookup_status"] = _lookup_status(lk, records)
         facts["tlsrpt.records"] = _clip(records)
-        facts["tlsrpt.record_count"] = len(records) if not lk.failed else None
+        if lk.failed:
+            # No answer (timeout, SERVFAIL): nothing is known about the record. The facts its rules
+            # read stay absent ("not evaluated"); a null count or [] would read as a pass.
+            return
+        facts["tlsrpt.record_count"] = len(records)
         t = tlsrpt.parse(records[0]) if len(records) == 1 else None
         facts["tlsrpt.rua"] = t.rua if t else []
         facts["tlsrpt.syntax_errors"] = t.errors if t else []
@@ -261,7 +274,11 @@ class MtaStsProbe(_DnsProbe):
         records = _records(lk, mtasts.is_sts_txt)
         facts["mta_sts.txt.lookup_status"] = _lookup_status(lk, records)
         facts["mta_sts.txt.records"] = _clip(records)
-        facts["mta_sts.txt.record_count"] = len(records) if not lk.failed else None
+        if lk.failed:
+            # No answer (timeout, SERVFAIL): nothing is known about the record. The facts its rules
+            # read stay absent ("not evaluated"); a null count or [] would read as a pass.
+            return
+        facts["mta_sts.txt.record_count"] = len(records)
         ident, errors = mtasts.parse_txt(records[0]) if len(records) == 1 else (None, [])
         facts["mta_sts.txt.id"] = ident
         facts["mta_sts.txt.errors"] = errors
