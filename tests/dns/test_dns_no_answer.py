@@ -59,3 +59,45 @@ def test_answered_absence_still_judged() -> None:
     for rule_id in ("spf-missing", "dmarc-missing", "tls-rpt-missing", "mta-sts-missing"):
         assert got[rule_id] == "finding", rule_id
     assert got["spf-permissive-all"] == "passed" and got["dmarc-policy-none"] == "passed"
+
+
+def host_outcomes(zone: dict[str, list], banner: str | None = None) -> dict[str, str]:
+    """Rule id -> outcome over the facts of dns.host for the MX host mx.example.org."""
+    from smtpaudit.probes.dns.probes import DnsHostProbe
+
+    prior = {"smtp.greeting.hostname": banner} if banner else {}
+    with StubZone(zone).installed():
+        host = run_probe(DnsHostProbe(), "mx.example.org", {"resolver": "127.0.0.1:53"}, prior=prior)
+    assert host.status == "ok", host.error_message
+    fact_probe = {name: spec.probe for name, spec in load_catalog().facts.items()}
+    facts: dict[str, Any] = {"endpoint.role": "mx", "endpoint.host": "mx.example.org", **host.facts}
+    return {o.rule_id: str(o.status) for o in judge_all(dns_rules(), facts, fact_probe=fact_probe, probe_errors={})}
+
+
+HOST_RULES = ("dns-ptr-missing", "dns-fcrdns-failed", "dns-banner-ptr-mismatch")
+REVERSE = "25.2.0.192.in-addr.arpa"
+
+
+@pytest.mark.parametrize("case, zone", [
+    ("address question unanswered", {"mx.example.org": [TIMEOUT]}),
+    ("PTR question unanswered", {"mx.example.org": [{"A": "192.0.2.25"}], REVERSE: [TIMEOUT]}),
+    ("forward check of the PTR name unanswered",
+     {"mx.example.org": [{"A": "192.0.2.25"}], REVERSE: [{"PTR": "host.example.net"}], "host.example.net": [TIMEOUT]}),
+])
+def test_unanswered_host_question_is_not_evaluated(case: str, zone: dict[str, list]) -> None:
+    got = host_outcomes(zone, banner="mx.example.org")
+    judged = {r: got[r] for r in HOST_RULES if got[r] != "not_evaluated"}
+    # The forward check's PTR name is known: the banner comparison is a real answer there.
+    if case.startswith("forward"):
+        assert judged == {"dns-ptr-missing": "passed", "dns-banner-ptr-mismatch": "finding"}, case
+    else:
+        assert judged == {}, case
+
+
+def test_answered_host_questions_still_judged() -> None:
+    """The control: no PTR (NXDOMAIN) is dns-ptr-missing; a PTR whose name has another address
+    is dns-fcrdns-failed."""
+    assert host_outcomes({"mx.example.org": [{"A": "192.0.2.25"}]})["dns-ptr-missing"] == "finding"
+    got = host_outcomes({"mx.example.org": [{"A": "192.0.2.25"}], REVERSE: [{"PTR": "host.example.net"}],
+                         "host.example.net": [{"A": "192.0.2.99"}]}, banner="mx.example.org")
+    assert (got["dns-ptr-missing"], got["dns-fcrdns-failed"], got["dns-banner-ptr-mismatch"]) == ("passed", "finding", "finding")

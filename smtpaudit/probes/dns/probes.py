@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 # asks no DNS question at all (see ``without_dns``).
 
 MAX_TEXT = 2000  # stored record text is cut to this many characters
+ANSWERED = ("ok", "nxdomain", "nodata")  # lookup statuses that are an answer (the rest: no answer)
 
 
 def domain_of(endpoint: Endpoint) -> str:
@@ -345,28 +346,39 @@ class DnsHostProbe(_DnsProbe):
         ptr: dict[str, list[str]] = {}
         missing: list[str] = []
         unconfirmed: list[str] = []
+        # Questions that got no answer (timeout, SERVFAIL) prove neither a record nor its absence:
+        # a list they leave incomplete is kept only when it already holds a finding, else absent.
+        ptr_unknown = a.status not in ANSWERED
+        fcrdns_unknown = ptr_unknown
         for ip in ips:
             lk = await client.query(mx.reverse_name(ip), "PTR")
             names = [r.target.to_text().rstrip(".").lower() for r in lk.rrset] if lk.ok and lk.rrset else []
             ptr[ip] = names[:10]
+            if lk.failed:
+                ptr_unknown = fcrdns_unknown = True
+                continue
             if not names:
                 missing.append(ip)
                 continue
             # FCrDNS: some PTR name resolves back to this very address.
             back = await asyncio.gather(*(mx.addresses(client, n) for n in names[:10]))
             if not any(ip in (b.ipv4 + b.ipv6) for b in back):
-                unconfirmed.append(ip)
+                if any(b.status not in ANSWERED for b in back):
+                    fcrdns_unknown = True  # the name that would confirm it may be the unanswered one
+                else:
+                    unconfirmed.append(ip)
         facts["dns.host.ptr"] = ptr
-        facts["dns.host.ptr_missing"] = missing
-        facts["dns.host.fcrdns_failed"] = unconfirmed
+        if missing or not ptr_unknown:
+            facts["dns.host.ptr_missing"] = missing
+        if unconfirmed or not fcrdns_unknown:
+            facts["dns.host.fcrdns_failed"] = unconfirmed
         names_all = sorted({n for v in ptr.values() for n in v})
         facts["dns.host.ptr_names"] = names_all
         facts["dns.host.ptr_matches_host"] = (host in names_all) if names_all else None
         banner = prior.get("smtp.greeting.hostname") or prior.get("smtp.ehlo.hostname")
-        if isinstance(banner, str) and names_all:
-            facts["dns.host.ptr_matches_banner"] = banner.rstrip(".").lower() in names_all
-        else:
-            facts["dns.host.ptr_matches_banner"] = None
+        matches = banner.rstrip(".").lower() in names_all if isinstance(banner, str) and names_all else None
+        if matches or not ptr_unknown:  # an unanswered PTR may hold the banner's name
+            facts["dns.host.ptr_matches_banner"] = matches
         st, why, zone = await validator.zone_status(host)
         facts["dns.host.zone"] = zone
         facts["dns.host.dnssec"] = st
