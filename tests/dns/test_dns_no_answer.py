@@ -101,3 +101,28 @@ def test_answered_host_questions_still_judged() -> None:
     got = host_outcomes({"mx.example.org": [{"A": "192.0.2.25"}], REVERSE: [{"PTR": "host.example.net"}],
                          "host.example.net": [{"A": "192.0.2.99"}]}, banner="mx.example.org")
     assert (got["dns-ptr-missing"], got["dns-fcrdns-failed"], got["dns-banner-ptr-mismatch"]) == ("passed", "finding", "finding")
+
+
+DANE_RULES = ("dane-pkix-usage", "dane-rollover-risk", "dane-tlsa-mismatch", "dane-tlsa-mismatch-unsigned", "dane-tlsa-not-dnssec")
+
+
+def dane_outcomes(zone: dict[str, list]) -> dict[str, str]:
+    from smtpaudit.probes.dns.probes import DaneProbe
+
+    with StubZone(zone).installed():
+        result = run_probe(DaneProbe(), "mx.example.org", {"resolver": "127.0.0.1:53", "dane_fetch_chain": False})
+    assert result.status == "ok", result.error_message
+    fact_probe = {name: spec.probe for name, spec in load_catalog().facts.items()}
+    facts: dict[str, Any] = {"endpoint.role": "mx", "endpoint.host": "mx.example.org", **result.facts}
+    return {o.rule_id: str(o.status) for o in judge_all(dns_rules(), facts, fact_probe=fact_probe, probe_errors={})}
+
+
+def test_unanswered_tlsa_question_is_not_evaluated() -> None:
+    got = dane_outcomes({"mx.example.org": [{"A": "192.0.2.25"}], "_25._tcp.mx.example.org": [TIMEOUT]})
+    assert {r: got[r] for r in DANE_RULES} == dict.fromkeys(DANE_RULES, "not_evaluated")
+
+
+def test_answered_absence_of_tlsa_still_judged() -> None:
+    """The control: no TLSA record (NXDOMAIN) is an answer: the DANE rules pass."""
+    got = dane_outcomes({"mx.example.org": [{"A": "192.0.2.25"}]})
+    assert got["dane-tlsa-not-dnssec"] == "passed" and got["dane-pkix-usage"] == "passed"

@@ -415,6 +415,10 @@ class DaneProbe(_DnsProbe):
         records = [dane.record_dict(r.usage, r.selector, r.mtype, r.cert) for r in lk.rrset] if lk.ok and lk.rrset else []
         facts["dane.tlsa.name"] = qname
         facts["dane.tlsa.lookup_status"] = lk.status
+        if lk.failed:
+            # No answer (timeout, SERVFAIL): whether TLSA records exist is unknown, so the DANE
+            # facts rules read stay absent ("not evaluated"); present=False would pass them all.
+            return
         facts["dane.tlsa.records"] = records[:50]
         facts["dane.tlsa.present"] = bool(records)
         facts["dane.tlsa.usages"] = sorted({r["usage"] for r in records})
