@@ -153,3 +153,14 @@ def test_enumeration_postmaster_answered_421_is_not_a_postmaster_pass():
     assert judged(entry, "mx-rejects-postmaster") == "not_evaluated"
     assert probe(entry, "smtp.enumeration")["error_reason"] == "service_unavailable"
     assert_fail_closed(report)
+
+
+def test_pipelined_ehlo_answered_421_is_no_refusal_of_pipelining():
+    # Every EHLO gets 421 (the session probe fails too, but the greeting was a 220, so the other
+    # probes run): the pipelining probe's EHLO+NOOP got "closing", not a refusal of the pipelined NOOP.
+    report = scan(server_saying_421(_verb("EHLO")))
+    entry = report["endpoints"][0]
+    assert "smtp.pipelining.unauth_accepted" not in entry["facts"]
+    assert judged(entry, "unauth-pipelining-accepted") == "not_evaluated"
+    assert probe(entry, "smtp.pipelining")["error_reason"] == "service_unavailable"
+    assert_fail_closed(report)
