@@ -126,3 +126,11 @@ def test_answered_absence_of_tlsa_still_judged() -> None:
     """The control: no TLSA record (NXDOMAIN) is an answer: the DANE rules pass."""
     got = dane_outcomes({"mx.example.org": [{"A": "192.0.2.25"}]})
     assert got["dane-tlsa-not-dnssec"] == "passed" and got["dane-pkix-usage"] == "passed"
+
+
+def test_unanswered_mx_address_is_no_mx_without_address() -> None:
+    """The MX host's A/AAAA questions time out: that host may well have addresses."""
+    got = outcomes({"example.org": [{"MX": [10, "mx.example.org"]}], "mx.example.org": [TIMEOUT]})
+    assert got["dns-mx-no-address"] == "not_evaluated"
+    # The control: an MX host that does not exist (NXDOMAIN) has no address: a finding.
+    assert outcomes({"example.org": [{"MX": [10, "gone.example.org"]}]})["dns-mx-no-address"] == "finding"

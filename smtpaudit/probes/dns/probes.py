@@ -144,7 +144,12 @@ class DnsDomainProbe(_DnsProbe):
         facts["dns.mx.errors"] = mxset.errors
         addrs = await asyncio.gather(*(mx.addresses(client, h) for h in mxset.hosts))
         facts["dns.mx.addresses"] = {a.host: a.to_json() for a in addrs}
-        facts["dns.mx.hosts_without_address"] = [a.host for a in addrs if not (a.ipv4 or a.ipv6)]
+        bare = [a for a in addrs if not (a.ipv4 or a.ipv6)]
+        # Only an answered question (NXDOMAIN/NODATA) shows a host without address; a timeout may
+        # hide one: then the list is kept only when it already holds a real finding, else absent.
+        without = [a.host for a in bare if a.status in ANSWERED]
+        if without or len(without) == len(bare):
+            facts["dns.mx.hosts_without_address"] = without
         facts["dns.mx.cname_hosts"] = [a.host for a in addrs if a.cname and not mxset.implicit]
         facts["dns.mx.ipv6_hosts"] = [a.host for a in addrs if a.ipv6]
 
