@@ -134,3 +134,12 @@ def test_unanswered_mx_address_is_no_mx_without_address() -> None:
     assert got["dns-mx-no-address"] == "not_evaluated"
     # The control: an MX host that does not exist (NXDOMAIN) has no address: a finding.
     assert outcomes({"example.org": [{"MX": [10, "gone.example.org"]}]})["dns-mx-no-address"] == "finding"
+
+
+def test_undeterminable_dnssec_is_neither_secure_nor_insecure() -> None:
+    """This stub zone cannot prove anything about DNSSEC (no keys, no SOA: every chain is
+    'indeterminate'): the DNSSEC rules are not evaluated (before: dnssec-domain-unsigned and
+    dnssec-domain-bogus passed, dnssec-mx-zone-not-secure fired)."""
+    got = outcomes(SILENT)
+    for rule_id in ("dnssec-domain-unsigned", "dnssec-domain-bogus", "dnssec-mx-zone-not-secure"):
+        assert got[rule_id] == "not_evaluated", rule_id

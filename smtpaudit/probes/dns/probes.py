@@ -130,7 +130,7 @@ class DnsDomainProbe(_DnsProbe):
 
     async def observe(self, endpoint, ctx, prior, client, facts):
         from smtpaudit.probes.dns import mx
-        from smtpaudit.probes.dns.dnssec import SECURE
+        from smtpaudit.probes.dns.dnssec import INDETERMINATE, SECURE
 
         domain = domain_of(endpoint)
         validator = _validator(client, ctx)
@@ -154,13 +154,18 @@ class DnsDomainProbe(_DnsProbe):
         facts["dns.mx.ipv6_hosts"] = [a.host for a in addrs if a.ipv6]
 
         st, why, _zone = await validator.zone_status(domain)
-        facts["dns.dnssec.domain"] = st
+        # "indeterminate" (a lookup without answer, no chain to a trust anchor) proves neither a
+        # signed nor an unsigned zone: the verdict facts stay absent, their rules not evaluated.
+        if st != INDETERMINATE:
+            facts["dns.dnssec.domain"] = st
         facts["dns.dnssec.domain_reason"] = why
         mx_status: dict[str, str] = {}
         for host in mxset.hosts:
             mx_status[host] = (await validator.zone_status(host))[0]
         facts["dns.dnssec.mx_zones"] = mx_status
-        facts["dns.dnssec.mx_not_secure"] = [h for h, s in mx_status.items() if s != SECURE]
+        not_secure = [h for h, s in mx_status.items() if s not in (SECURE, INDETERMINATE)]
+        if not_secure or INDETERMINATE not in mx_status.values():
+            facts["dns.dnssec.mx_not_secure"] = not_secure
         if mxset.lookup.ok:
             facts["dns.dnssec.mx_rrset"] = (await validator.status_of(mxset.lookup))[0]
         else:
