@@ -10,6 +10,7 @@ starve another endpoint of the same host.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import socket
 import struct
@@ -183,8 +184,12 @@ async def open_connection(
         await slots.acquire()
     try:
         if first_bytes is not None:
-            sock = await asyncio.to_thread(_connect_and_send, host, port, first_bytes, timeout)
-            reader, writer = await asyncio.open_connection(sock=sock, **kwargs)
+            sock = await _in_connect_thread(host, port, first_bytes, timeout)
+            try:
+                reader, writer = await asyncio.open_connection(sock=sock, **kwargs)
+            except BaseException:
+                sock.close()
+                raise
         else:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, **kwargs), timeout=timeout)
     except BaseException:
@@ -194,6 +199,31 @@ async def open_connection(
     if leases is not None:
         leases.add(lease)
     return reader, slotted
+
+
+# Blocking connects get their own threads: in the default executor a few hosts that stop
+# answering SYNs would hold its threads for a connect timeout each, and every other endpoint's
+# name resolution (loop.getaddrinfo) would queue behind them. Threads are made on demand.
+_CONNECT_THREADS: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+async def _in_connect_thread(host: str, port: int, data: bytes, timeout: float) -> socket.socket:
+    """``_connect_and_send`` in a connect thread; a socket finished after we stopped waiting
+    (the endpoint deadline cancelled us) is closed, not leaked."""
+    global _CONNECT_THREADS
+    if _CONNECT_THREADS is None:
+        _CONNECT_THREADS = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="smtpaudit-connect")
+    job = _CONNECT_THREADS.submit(_connect_and_send, host, port, data, timeout)
+    try:
+        return await asyncio.wrap_future(job)
+    except asyncio.CancelledError:
+        job.add_done_callback(_close_result)  # a connect in progress cannot be stopped: close what it makes
+        raise
+
+
+def _close_result(job: "concurrent.futures.Future[socket.socket]") -> None:
+    if not job.cancelled() and job.exception() is None:
+        job.result().close()
 
 
 def _connect_and_send(host: str, port: int, data: bytes, timeout: float) -> socket.socket:
@@ -211,7 +241,9 @@ def _connect_and_send(host: str, port: int, data: bytes, timeout: float) -> sock
         try:
             # A blocking socket (a Python timeout would make it non-blocking); the kernel's send
             # timeout bounds the connect inside sendto.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", int(timeout), int(timeout % 1 * 1e6)))
+            # (A zero timeval would mean "wait forever".)
+            wait = max(timeout, 0.001)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", int(wait), int(wait % 1 * 1e6)))
             sent = sock.sendto(data, fastopen, addr)
             sock.settimeout(timeout)
             sock.sendall(data[sent:])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
+import warnings
 
 import pytest
 
@@ -69,3 +71,55 @@ def test_the_slot_is_given_back_when_the_connect_fails() -> None:
         return slots._value  # type: ignore[attr-defined]
 
     assert asyncio.run(go()) == 1
+
+
+def _unanswering_listener() -> tuple[socket.socket, list[socket.socket]]:
+    """A port whose accept queue is full: the kernel drops further SYNs, so a connect hangs
+    (what a host that stopped answering looks like, without leaving loopback)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    fillers = []
+    for _ in range(2):
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(server.getsockname())
+        fillers.append(c)
+    return server, fillers
+
+
+def test_a_connect_that_hangs_times_out_and_a_cancelled_one_leaks_no_socket() -> None:
+    import time
+
+    server, fillers = _unanswering_listener()
+    port = server.getsockname()[1]
+    try:
+        async def timed_out() -> float:
+            t0 = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await net.open_connection("127.0.0.1", port, slots=None, timeout=0.5, first_bytes=b"EHLO x\r\n")
+            return time.monotonic() - t0
+
+        assert asyncio.run(timed_out()) < 2.0
+
+        async def cancelled() -> None:
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(net.open_connection("127.0.0.1", port, slots=None, timeout=3, first_bytes=b"EHLO x\r\n"), 0.1)
+            # Now the queue drains: the kernel's SYN retry (about 1 s) connects the abandoned socket,
+            # whose thread then hands it over to nobody: it must be closed, not left to the GC.
+            accepted = [server.accept()[0] for _ in range(2)]
+            await asyncio.sleep(2.0)
+            for a in accepted:
+                a.close()
+
+        server.setblocking(True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            asyncio.run(cancelled())
+            gc.collect()
+        leaks = [w for w in caught if issubclass(w.category, ResourceWarning) and "socket" in str(w.message)]
+        assert not leaks, [str(w.message) for w in leaks]
+    finally:
+        for c in fillers:
+            c.close()
+        server.close()
