@@ -139,8 +139,11 @@ class DnsDomainProbe(_DnsProbe):
         facts["dns.mx.lookup_status"] = mxset.lookup.status
         facts["dns.mx.records"] = mxset.records
         facts["dns.mx.null"] = mxset.null
-        facts["dns.mx.implicit"] = mxset.implicit
-        facts["dns.mx.hosts"] = mxset.hosts
+        if not mxset.unresolved:
+            # Else no MX and the implicit-MX check got no answer: the hosts (none, or the domain
+            # itself) are unknown, so both facts stay absent and dns-mx-missing is not evaluated.
+            facts["dns.mx.implicit"] = mxset.implicit
+            facts["dns.mx.hosts"] = mxset.hosts
         facts["dns.mx.errors"] = mxset.errors
         addrs = await asyncio.gather(*(mx.addresses(client, h) for h in mxset.hosts))
         facts["dns.mx.addresses"] = {a.host: a.to_json() for a in addrs}
