@@ -144,3 +144,18 @@ def test_silence_to_tls13_hellos_is_not_tls13_unsupported() -> None:
     assert "tls-13-not-supported" in {x["rule_id"] for x in entry["not_evaluated"]}
     _assert_incomplete(report, entry)
     assert wall < BOUND + 2 * T, wall
+
+
+def test_silence_to_feature_hellos_is_no_compression_or_fallback_verdict() -> None:
+    """Silent to the hello offering DEFLATE and to the one with TLS_FALLBACK_SCSV, a working
+    server otherwise: whether it compresses or protects against downgrade is unknown, so
+    tls-compression and tls-no-fallback-scsv are not evaluated (before: both facts were null
+    with the probe ok, and a rule reads null as false: both passed on two timeouts)."""
+    with StallingServer("picky_features") as srv:
+        report, entry, wall = _scan(srv)
+    f = entry["facts"]
+    assert f["tls.protocols.accepted"] == ["TLSv1.2", "TLSv1.3"]
+    assert "tls.compression" not in f and "tls.fallback_scsv" not in f
+    not_evaluated = {x["rule_id"] for x in entry["not_evaluated"]}
+    assert {"tls-compression", "tls-no-fallback-scsv"} <= not_evaluated
+    assert wall < BOUND + 2 * T, wall

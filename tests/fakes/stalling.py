@@ -9,6 +9,8 @@ Each ``Behaviour`` is one way a server wastes a scanner's time:
 * ``picky_tls13``: the same working TLS 1.2/1.3 server, silent to hellos that offer TLS 1.3 and
   nothing else (the scanner's TLS 1.3 hellos; a default client offering 1.2 too is answered): TLS
   1.3 is undetermined, never "not supported".
+* ``picky_features``: the same server, silent to the feature probes' hellos (DEFLATE offered, or
+  TLS_FALLBACK_SCSV): compression and fallback protection stay unknown.
 * ``drip``: the greeting arrives one byte every ``drip`` seconds; the rest is a normal server.
 * ``greeting_then_silence``: a 220 greeting, then nothing.
 * ``silent_after_ehlo``: greeting and EHLO (with STARTTLS) answered, then nothing.
@@ -30,8 +32,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-BEHAVIOURS = ("silent_tls", "picky_tls", "picky_tls13", "drip", "greeting_then_silence", "silent_after_ehlo", "silent_starttls", "slow")
+if TYPE_CHECKING:
+    from smtpaudit.probes.tls.codec import ClientHello
+
+BEHAVIOURS = ("silent_tls", "picky_tls", "picky_tls13", "picky_features", "drip", "greeting_then_silence", "silent_after_ehlo", "silent_starttls", "slow")
 GREETING = b"220 stall.example.test ESMTP\r\n"
 
 
@@ -74,6 +80,20 @@ def _old_hello(sock: socket.socket, wait: float = 5.0) -> bool:
 
 def _tls13_only_hello(sock: socket.socket, wait: float = 5.0) -> bool:
     """True when the ClientHello waiting on ``sock`` offers TLS 1.3 and no other version (peeked)."""
+    hello = _peek_hello(sock, wait)
+    return hello is not None and hello.supported_versions == [0x0304]
+
+
+def _feature_hello(sock: socket.socket, wait: float = 5.0) -> bool:
+    """True when the ClientHello waiting on ``sock`` offers DEFLATE or TLS_FALLBACK_SCSV (peeked)."""
+    from smtpaudit.probes.tls import codec
+
+    hello = _peek_hello(sock, wait)
+    return hello is not None and (1 in hello.compression or codec.SCSV_FALLBACK in hello.suites)
+
+
+def _peek_hello(sock: socket.socket, wait: float) -> "ClientHello | None":
+    """The ClientHello waiting on ``sock``, parsed without reading it (None: not one we can parse)."""
     from smtpaudit.probes.tls import codec
 
     end = time.monotonic() + wait
@@ -83,17 +103,17 @@ def _tls13_only_hello(sock: socket.socket, wait: float = 5.0) -> bool:
         try:
             head = sock.recv(16384, socket.MSG_PEEK)
         except OSError:
-            return False
-        if not head:
-            return False
-        if len(head) >= 5 and head[0] == 0x16 and len(head) >= 5 + int.from_bytes(head[3:5], "big"):
+            return None
+        if not head or head[0] != 0x16:
+            return None  # closed, or not a TLS record (an SSLv2 hello): answered as usual
+        if len(head) >= 5 and len(head) >= 5 + int.from_bytes(head[3:5], "big"):
             break
         time.sleep(0.01)
     sock.settimeout(None)
     try:
-        return codec.parse_client_hello(head).supported_versions == [0x0304]
+        return codec.parse_client_hello(head)
     except Exception:  # noqa: BLE001 - not a hello this fake understands: answer it normally
-        return False
+        return None
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -143,7 +163,8 @@ class _Handler(socketserver.BaseRequestHandler):
                     sock.sendall(b"220 2.0.0 Ready to start TLS\r\n")
                     buf = b""  # RFC 3207: whatever was pipelined after STARTTLS is discarded
                     if b.kind == "silent_tls" or (b.kind == "picky_tls" and _old_hello(sock)) or (
-                            b.kind == "picky_tls13" and _tls13_only_hello(sock)):
+                            b.kind == "picky_tls13" and _tls13_only_hello(sock)) or (
+                            b.kind == "picky_features" and _feature_hello(sock)):
                         return _silence(self.server, sock)
                     try:
                         sock = self.server.tls.wrap_socket(sock, server_side=True)

@@ -20,7 +20,7 @@ from smtpaudit.probes.smtp.client import Transcript
 from smtpaudit.probes.tls.connect import SmtpTlsConnector, sni_for, starttls_unavailable
 from smtpaudit.probes.tls import handshake, wire
 from smtpaudit.probes.tls.registry import PROTOCOLS, Registry, load_registry
-from smtpaudit.probes.tls.scanner import Confirmation, ProtocolResult, ScanConfig, TlsScanner, suite_class
+from smtpaudit.probes.tls.scanner import CONNECT_ERROR, Confirmation, ProtocolResult, ScanConfig, TlsScanner, suite_class
 from smtpaudit.targets import Endpoint
 
 FACTS = (
@@ -324,6 +324,7 @@ class TlsProtocolsProbe:
             curves: list[int] = []
             legacy = [p for p in ("TLSv1.2", "TLSv1.1", "TLSv1.0", "SSLv3") if p in accepted and p != "SSLv3"]
             compression: bool | None = None
+            compression_how = ""
             if legacy:
                 best = legacy[0]
                 ecdhe = [
@@ -340,13 +341,18 @@ class TlsProtocolsProbe:
                         best, ecdhe, client_preference=results[best].preference == "client"
                     )
                     errors += errs
-                compression, _ = await scanner.compression(best)
-            fallback, _ = await scanner.fallback_scsv(accepted)
+                compression, compression_how = await scanner.compression(best)
+            fallback, fallback_how = await scanner.fallback_scsv(accepted)
             result.facts = facts_from_scan(
                 reg, results, tls13_groups=tls13_groups, tls12_curves=curves, compression=compression,
                 fallback=fallback, errors=errors, confirmations=confirmations,
             )
             result.facts["tls.scan.hellos"] = scanner.hellos
+            for fact, how in (("tls.compression", compression_how), ("tls.fallback_scsv", fallback_how)):
+                if result.facts.get(fact) is None and how.startswith((wire.TIMEOUT, CONNECT_ERROR)):
+                    # The hello that decides it got no answer: unknown, so absent (a null would
+                    # read as "no compression" / "protected" and pass the rule).
+                    del result.facts[fact]
             undecided = result.facts["tls.protocols.undetermined"]
             if undecided:
                 result.status = ProbeStatus.ERROR
