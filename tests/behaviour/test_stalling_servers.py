@@ -159,3 +159,19 @@ def test_silence_to_feature_hellos_is_no_compression_or_fallback_verdict() -> No
     not_evaluated = {x["rule_id"] for x in entry["not_evaluated"]}
     assert {"tls-compression", "tls-no-fallback-scsv"} <= not_evaluated
     assert wall < BOUND + 2 * T, wall
+
+
+def test_silence_mid_suite_enumeration_is_no_pass_on_the_partial_list() -> None:
+    """Silent to TLS 1.2 hellos once the first suite was found: the suites not yet found are
+    unknown, so the weak-suite rules must not pass on the one found (before: the probe finished
+    ok and tls-rc4-suites, tls-des-3des-suites, tls-no-forward-secrecy ... passed)."""
+    with StallingServer("picky_suites") as srv:
+        report, entry, wall = _scan(srv)
+    f = entry["facts"]
+    assert "TLSv1.2" in f["tls.protocols.accepted"] and len(f["tls.suites.by_protocol"]["TLSv1.2"]) == 1
+    probe = _probe(entry, "tls.protocols")
+    assert probe["status"] == "error" and probe["error_reason"] == "read_timeout", probe
+    assert "cut short for TLSv1.2" in probe["error_message"]
+    assert not {"tls-rc4-suites", "tls-des-3des-suites", "tls-no-forward-secrecy", "tls-null-export-suites"} & set(entry["passed"])
+    _assert_incomplete(report, entry)
+    assert wall < BOUND + 2 * T, wall

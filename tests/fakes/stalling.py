@@ -11,6 +11,8 @@ Each ``Behaviour`` is one way a server wastes a scanner's time:
   1.3 is undetermined, never "not supported".
 * ``picky_features``: the same server, silent to the feature probes' hellos (DEFLATE offered, or
   TLS_FALLBACK_SCSV): compression and fallback protection stay unknown.
+* ``picky_suites``: the same server, silent to a TLS 1.2 suite-enumeration hello (many suites,
+  fewer than the biggest offer seen): the enumeration is cut short after the first suite found.
 * ``drip``: the greeting arrives one byte every ``drip`` seconds; the rest is a normal server.
 * ``greeting_then_silence``: a 220 greeting, then nothing.
 * ``silent_after_ehlo``: greeting and EHLO (with STARTTLS) answered, then nothing.
@@ -37,7 +39,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from smtpaudit.probes.tls.codec import ClientHello
 
-BEHAVIOURS = ("silent_tls", "picky_tls", "picky_tls13", "picky_features", "drip", "greeting_then_silence", "silent_after_ehlo", "silent_starttls", "slow")
+BEHAVIOURS = ("silent_tls", "picky_tls", "picky_tls13", "picky_features", "picky_suites", "drip", "greeting_then_silence", "silent_after_ehlo", "silent_starttls", "slow")
 GREETING = b"220 stall.example.test ESMTP\r\n"
 
 
@@ -90,6 +92,19 @@ def _feature_hello(sock: socket.socket, wait: float = 5.0) -> bool:
 
     hello = _peek_hello(sock, wait)
     return hello is not None and (1 in hello.compression or codec.SCSV_FALLBACK in hello.suites)
+
+
+def _later_suite_hello(server: "_Server", sock: socket.socket, wait: float = 5.0) -> bool:
+    """True for a TLS 1.2 hello with many suites but fewer than the biggest such offer seen: the
+    scanner's second enumeration hello (its first offers every suite; the feature hellos offer
+    every suite too, confirmations and curve tests only a few)."""
+    hello = _peek_hello(sock, wait)
+    if hello is None or hello.version != 0x0303 or hello.supported_versions or len(hello.suites) <= 20:
+        return False
+    with server.lock:
+        later = len(hello.suites) < server.max_suites
+        server.max_suites = max(server.max_suites, len(hello.suites))
+    return later
 
 
 def _peek_hello(sock: socket.socket, wait: float) -> "ClientHello | None":
@@ -164,7 +179,8 @@ class _Handler(socketserver.BaseRequestHandler):
                     buf = b""  # RFC 3207: whatever was pipelined after STARTTLS is discarded
                     if b.kind == "silent_tls" or (b.kind == "picky_tls" and _old_hello(sock)) or (
                             b.kind == "picky_tls13" and _tls13_only_hello(sock)) or (
-                            b.kind == "picky_features" and _feature_hello(sock)):
+                            b.kind == "picky_features" and _feature_hello(sock)) or (
+                            b.kind == "picky_suites" and _later_suite_hello(self.server, sock)):
                         return _silence(self.server, sock)
                     try:
                         sock = self.server.tls.wrap_socket(sock, server_side=True)
@@ -199,6 +215,8 @@ class _Server(socketserver.ThreadingTCPServer):
         self.tls = tls
         self.connections = 0
         self.silences = 0  # connections on which it went silent
+        self.max_suites = 0  # picky_suites: the biggest TLS 1.2 offer seen
+        self.lock = threading.Lock()
 
 
 class StallingServer:

@@ -372,6 +372,14 @@ class TlsProtocolsProbe:
                     # refused, nothing seen; the hellos left were not sent.
                     result.error_reason = Reason.READ_TIMEOUT
                     result.error_message = f"could not test {', '.join(undecided)}: {connector.silenced}"
+            cut = [p for p in PROTOCOLS if results[p].cut_by]
+            if cut and not undecided:
+                # Suites found before a hello went unanswered (or no connection was had) stand and
+                # may prove findings; the rest are unknown, so no rule may pass on the partial list.
+                result.status = ProbeStatus.ERROR
+                silent = any(results[p].cut_by == wire.TIMEOUT for p in cut)
+                result.error_reason = Reason.READ_TIMEOUT if silent else Reason.CONNECT
+                result.error_message = f"suite enumeration cut short for {', '.join(cut)}: " + "; ".join(errors[:3])
         finally:
             result.connections = scanner.connections
             result.transcript = transcript.lines
