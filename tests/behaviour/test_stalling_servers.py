@@ -175,3 +175,18 @@ def test_silence_mid_suite_enumeration_is_no_pass_on_the_partial_list() -> None:
     assert not {"tls-rc4-suites", "tls-des-3des-suites", "tls-no-forward-secrecy", "tls-null-export-suites"} & set(entry["passed"])
     _assert_incomplete(report, entry)
     assert wall < BOUND + 2 * T, wall
+
+
+def test_silence_mid_curve_enumeration_is_no_pass_of_weak_groups() -> None:
+    """Silent to ECDHE hellos once x25519 was found: the curves not yet found are unknown, so
+    tls-weak-groups must not pass on the strong one found first (before: min_ec_bits=253 from
+    x25519 alone, probe ok, the rule passed)."""
+    with StallingServer("picky_curves") as srv:
+        report, entry, wall = _scan(srv)
+    f = entry["facts"]
+    assert f["tls.groups.tls12"] == ["x25519"], f["tls.groups.tls12"]
+    probe = _probe(entry, "tls.protocols")
+    assert probe["status"] == "error" and probe["error_reason"] == "read_timeout", probe
+    assert "tls-weak-groups" not in entry["passed"]
+    _assert_incomplete(report, entry)
+    assert wall < BOUND + 2 * T, wall

@@ -13,6 +13,8 @@ Each ``Behaviour`` is one way a server wastes a scanner's time:
   TLS_FALLBACK_SCSV): compression and fallback protection stay unknown.
 * ``picky_suites``: the same server, silent to a TLS 1.2 suite-enumeration hello (many suites,
   fewer than the biggest offer seen): the enumeration is cut short after the first suite found.
+* ``picky_curves``: the same server, silent to a TLS 1.2 ECDHE hello with few suites that does not
+  offer x25519 (the scanner's curve enumeration once x25519 was found): curves left unknown.
 * ``drip``: the greeting arrives one byte every ``drip`` seconds; the rest is a normal server.
 * ``greeting_then_silence``: a 220 greeting, then nothing.
 * ``silent_after_ehlo``: greeting and EHLO (with STARTTLS) answered, then nothing.
@@ -39,7 +41,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from smtpaudit.probes.tls.codec import ClientHello
 
-BEHAVIOURS = ("silent_tls", "picky_tls", "picky_tls13", "picky_features", "picky_suites", "drip", "greeting_then_silence", "silent_after_ehlo", "silent_starttls", "slow")
+BEHAVIOURS = ("silent_tls", "picky_tls", "picky_tls13", "picky_features", "picky_suites", "picky_curves", "drip", "greeting_then_silence", "silent_after_ehlo", "silent_starttls", "slow")
 GREETING = b"220 stall.example.test ESMTP\r\n"
 
 
@@ -105,6 +107,16 @@ def _later_suite_hello(server: "_Server", sock: socket.socket, wait: float = 5.0
         later = len(hello.suites) < server.max_suites
         server.max_suites = max(server.max_suites, len(hello.suites))
     return later
+
+
+def _curve_hello_without_x25519(sock: socket.socket, wait: float = 5.0) -> bool:
+    """True for a TLS 1.2 hello with few suites whose supported_groups leave out x25519 (29)."""
+    hello = _peek_hello(sock, wait)
+    if hello is None or hello.version != 0x0303 or hello.supported_versions or len(hello.suites) > 20:
+        return False
+    raw = hello.extensions.get(10, b"")  # supported_groups: u16 length, then u16 group codes
+    groups = {int.from_bytes(raw[i:i + 2], "big") for i in range(2, len(raw) - 1, 2)}
+    return bool(groups) and 29 not in groups
 
 
 def _peek_hello(sock: socket.socket, wait: float) -> "ClientHello | None":
@@ -180,7 +192,8 @@ class _Handler(socketserver.BaseRequestHandler):
                     if b.kind == "silent_tls" or (b.kind == "picky_tls" and _old_hello(sock)) or (
                             b.kind == "picky_tls13" and _tls13_only_hello(sock)) or (
                             b.kind == "picky_features" and _feature_hello(sock)) or (
-                            b.kind == "picky_suites" and _later_suite_hello(self.server, sock)):
+                            b.kind == "picky_suites" and _later_suite_hello(self.server, sock)) or (
+                            b.kind == "picky_curves" and _curve_hello_without_x25519(sock)):
                         return _silence(self.server, sock)
                     try:
                         sock = self.server.tls.wrap_socket(sock, server_side=True)

@@ -263,6 +263,12 @@ def facts_from_scan(
     return f
 
 
+def _unanswered(errors: list[str], label: str) -> list[str]:
+    """The outcome kinds (wire.TIMEOUT, CONNECT_ERROR) of a group or curve enumeration that ended
+    on a hello without answer, read from its error lines ("<label>: <kind>: ...")."""
+    return [kind for kind in (wire.TIMEOUT, CONNECT_ERROR) if any(e.startswith(f"{label}: {kind}") for e in errors)]
+
+
 def _failure_summary(failures: list[dict[str, Any]], accepted: list[str]) -> str | None:
     """One line for the finding: which versions / suite classes the server picks but cannot finish."""
     if not failures:
@@ -318,9 +324,11 @@ class TlsProtocolsProbe:
             accepted = [p for p in PROTOCOLS if results[p].accepted and protocol_status.get(p) in ("handshake", "inferred")]
             usable = {(p, c) for (p, c), st in suite_status.items() if st in ("handshake", "inferred")}
             tls13_groups: list[int] = []
+            groups_cut: list[str] = []  # group enumerations that ended on a hello without answer
             if "TLSv1.3" in accepted:
                 tls13_groups, errs = await scanner.scan_tls13_groups([c for c in results["TLSv1.3"].suites if ("TLSv1.3", c) in usable])
                 errors += errs
+                groups_cut += _unanswered(errs, "TLS 1.3 groups")
             curves: list[int] = []
             legacy = [p for p in ("TLSv1.2", "TLSv1.1", "TLSv1.0", "SSLv3") if p in accepted and p != "SSLv3"]
             compression: bool | None = None
@@ -341,6 +349,7 @@ class TlsProtocolsProbe:
                         best, ecdhe, client_preference=results[best].preference == "client"
                     )
                     errors += errs
+                    groups_cut += _unanswered(errs, "ECDHE curves")
                 compression, compression_how = await scanner.compression(best)
             fallback, fallback_how = await scanner.fallback_scsv(accepted)
             result.facts = facts_from_scan(
@@ -373,13 +382,16 @@ class TlsProtocolsProbe:
                     result.error_reason = Reason.READ_TIMEOUT
                     result.error_message = f"could not test {', '.join(undecided)}: {connector.silenced}"
             cut = [p for p in PROTOCOLS if results[p].cut_by]
-            if cut and not undecided:
-                # Suites found before a hello went unanswered (or no connection was had) stand and
-                # may prove findings; the rest are unknown, so no rule may pass on the partial list.
+            if (cut or groups_cut) and not undecided:
+                # Suites or groups found before a hello went unanswered (or no connection was had)
+                # stand and may prove findings; the rest are unknown, so no rule may pass on the
+                # partial lists.
                 result.status = ProbeStatus.ERROR
-                silent = any(results[p].cut_by == wire.TIMEOUT for p in cut)
+                silent = wire.TIMEOUT in [results[p].cut_by for p in cut] + groups_cut
                 result.error_reason = Reason.READ_TIMEOUT if silent else Reason.CONNECT
-                result.error_message = f"suite enumeration cut short for {', '.join(cut)}: " + "; ".join(errors[:3])
+                what = [f"suite enumeration cut short for {', '.join(cut)}"] if cut else []
+                what += ["group enumeration cut short"] if groups_cut else []
+                result.error_message = "; ".join(what) + ": " + "; ".join(errors[:3])
         finally:
             result.connections = scanner.connections
             result.transcript = transcript.lines
