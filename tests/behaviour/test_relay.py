@@ -34,6 +34,12 @@ async def test_open_relay_detected_and_data_never_sent() -> None:
     sent = [c.split(" ", 1)[0].upper() for c in mta.all_commands]
     assert "DATA" not in sent and mta.data_started == 0 and mta.messages == 0
     assert all(b"DATA" not in bytes(r).upper().split(b"\r\n") for r in mta.raw)
+    # Attempts with the sender of the one before share its transaction: 4 senders among the 16
+    # forms, plus the control's null sender. Each transaction with an accepted recipient is a queue
+    # file to Postfix, held back 1 s each (in_flow_delay) on a server that delivers nothing.
+    assert sent.count("MAIL") == 5 and sent.count("RCPT") >= 17
+    shared = [a for a in f["smtp.relay.attempts"] if a.get("note", "").startswith("in the transaction")]
+    assert len(shared) == 12 and all(a["mail_code"] == 250 for a in shared)
 
 
 @async_test
