@@ -128,3 +128,65 @@ def test_silence_for_some_versions_only_keeps_every_other_verdict() -> None:
     assert not {"tls-sslv3-accepted", "tls-sslv2-accepted"} & judged
     # Two timeouts each for SSLv2 and SSLv3 (first hello and its retry), run two at a time.
     assert wall < BOUND + 2 * T, wall
+
+
+def test_silence_to_tls13_hellos_is_not_tls13_unsupported() -> None:
+    """Silent to hellos offering only TLS 1.3, a working server otherwise: TLS 1.3 is undetermined,
+    so tls-13-not-supported is not evaluated (it used to be a finding drawn from two timeouts:
+    findings may come from an unfinished probe, and "accepted excludes TLSv1.3" held)."""
+    with StallingServer("picky_tls13") as srv:
+        report, entry, wall = _scan(srv)
+    f = entry["facts"]
+    assert f["tls.protocols.accepted"] == ["TLSv1.2"] and "TLSv1.3" in f["tls.protocols.undetermined"]
+    assert f["smtp.starttls.works"] is True
+    findings = {x["rule_id"] for x in entry["findings"]}
+    assert not {"tls-13-not-supported", "tls-12-not-supported"} & findings
+    assert "tls-13-not-supported" in {x["rule_id"] for x in entry["not_evaluated"]}
+    _assert_incomplete(report, entry)
+    assert wall < BOUND + 2 * T, wall
+
+
+def test_silence_to_feature_hellos_is_no_compression_or_fallback_verdict() -> None:
+    """Silent to the hello offering DEFLATE and to the one with TLS_FALLBACK_SCSV, a working
+    server otherwise: whether it compresses or protects against downgrade is unknown, so
+    tls-compression and tls-no-fallback-scsv are not evaluated (before: both facts were null
+    with the probe ok, and a rule reads null as false: both passed on two timeouts)."""
+    with StallingServer("picky_features") as srv:
+        report, entry, wall = _scan(srv)
+    f = entry["facts"]
+    assert f["tls.protocols.accepted"] == ["TLSv1.2", "TLSv1.3"]
+    assert "tls.compression" not in f and "tls.fallback_scsv" not in f
+    not_evaluated = {x["rule_id"] for x in entry["not_evaluated"]}
+    assert {"tls-compression", "tls-no-fallback-scsv"} <= not_evaluated
+    assert wall < BOUND + 2 * T, wall
+
+
+def test_silence_mid_suite_enumeration_is_no_pass_on_the_partial_list() -> None:
+    """Silent to TLS 1.2 hellos once the first suite was found: the suites not yet found are
+    unknown, so the weak-suite rules must not pass on the one found (before: the probe finished
+    ok and tls-rc4-suites, tls-des-3des-suites, tls-no-forward-secrecy ... passed)."""
+    with StallingServer("picky_suites") as srv:
+        report, entry, wall = _scan(srv)
+    f = entry["facts"]
+    assert "TLSv1.2" in f["tls.protocols.accepted"] and len(f["tls.suites.by_protocol"]["TLSv1.2"]) == 1
+    probe = _probe(entry, "tls.protocols")
+    assert probe["status"] == "error" and probe["error_reason"] == "read_timeout", probe
+    assert "cut short for TLSv1.2" in probe["error_message"]
+    assert not {"tls-rc4-suites", "tls-des-3des-suites", "tls-no-forward-secrecy", "tls-null-export-suites"} & set(entry["passed"])
+    _assert_incomplete(report, entry)
+    assert wall < BOUND + 2 * T, wall
+
+
+def test_silence_mid_curve_enumeration_is_no_pass_of_weak_groups() -> None:
+    """Silent to ECDHE hellos once x25519 was found: the curves not yet found are unknown, so
+    tls-weak-groups must not pass on the strong one found first (before: min_ec_bits=253 from
+    x25519 alone, probe ok, the rule passed)."""
+    with StallingServer("picky_curves") as srv:
+        report, entry, wall = _scan(srv)
+    f = entry["facts"]
+    assert f["tls.groups.tls12"] == ["x25519"], f["tls.groups.tls12"]
+    probe = _probe(entry, "tls.protocols")
+    assert probe["status"] == "error" and probe["error_reason"] == "read_timeout", probe
+    assert "tls-weak-groups" not in entry["passed"]
+    _assert_incomplete(report, entry)
+    assert wall < BOUND + 2 * T, wall

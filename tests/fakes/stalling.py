@@ -6,6 +6,15 @@ Each ``Behaviour`` is one way a server wastes a scanner's time:
 * ``picky_tls``: a working TLS 1.2/1.3 server (Python's ``ssl``) that never answers SSLv2 or
   SSLv3 hellos (it peeks at the ClientHello and stays silent): those versions are undetermined,
   everything else must be scanned as usual.
+* ``picky_tls13``: the same working TLS 1.2/1.3 server, silent to hellos that offer TLS 1.3 and
+  nothing else (the scanner's TLS 1.3 hellos; a default client offering 1.2 too is answered): TLS
+  1.3 is undetermined, never "not supported".
+* ``picky_features``: the same server, silent to the feature probes' hellos (DEFLATE offered, or
+  TLS_FALLBACK_SCSV): compression and fallback protection stay unknown.
+* ``picky_suites``: the same server, silent to a TLS 1.2 suite-enumeration hello (many suites,
+  fewer than the biggest offer seen): the enumeration is cut short after the first suite found.
+* ``picky_curves``: the same server, silent to a TLS 1.2 ECDHE hello with few suites that does not
+  offer x25519 (the scanner's curve enumeration once x25519 was found): curves left unknown.
 * ``drip``: the greeting arrives one byte every ``drip`` seconds; the rest is a normal server.
 * ``greeting_then_silence``: a 220 greeting, then nothing.
 * ``silent_after_ehlo``: greeting and EHLO (with STARTTLS) answered, then nothing.
@@ -27,8 +36,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-BEHAVIOURS = ("silent_tls", "picky_tls", "drip", "greeting_then_silence", "silent_after_ehlo", "silent_starttls", "slow")
+if TYPE_CHECKING:
+    from smtpaudit.probes.tls.codec import ClientHello
+
+BEHAVIOURS = ("silent_tls", "picky_tls", "picky_tls13", "picky_features", "picky_suites", "picky_curves", "drip", "greeting_then_silence", "silent_after_ehlo", "silent_starttls", "slow")
 GREETING = b"220 stall.example.test ESMTP\r\n"
 
 
@@ -67,6 +80,67 @@ def _old_hello(sock: socket.socket, wait: float = 5.0) -> bool:
         return True  # SSLv2 record header
     # TLS record (5 bytes), handshake header (4), then client_version.
     return len(head) >= 11 and head[0] == 0x16 and head[9:11] == b"\x03\x00"
+
+
+def _tls13_only_hello(sock: socket.socket, wait: float = 5.0) -> bool:
+    """True when the ClientHello waiting on ``sock`` offers TLS 1.3 and no other version (peeked)."""
+    hello = _peek_hello(sock, wait)
+    return hello is not None and hello.supported_versions == [0x0304]
+
+
+def _feature_hello(sock: socket.socket, wait: float = 5.0) -> bool:
+    """True when the ClientHello waiting on ``sock`` offers DEFLATE or TLS_FALLBACK_SCSV (peeked)."""
+    from smtpaudit.probes.tls import codec
+
+    hello = _peek_hello(sock, wait)
+    return hello is not None and (1 in hello.compression or codec.SCSV_FALLBACK in hello.suites)
+
+
+def _later_suite_hello(server: "_Server", sock: socket.socket, wait: float = 5.0) -> bool:
+    """True for a TLS 1.2 hello with many suites but fewer than the biggest such offer seen: the
+    scanner's second enumeration hello (its first offers every suite; the feature hellos offer
+    every suite too, confirmations and curve tests only a few)."""
+    hello = _peek_hello(sock, wait)
+    if hello is None or hello.version != 0x0303 or hello.supported_versions or len(hello.suites) <= 20:
+        return False
+    with server.lock:
+        later = len(hello.suites) < server.max_suites
+        server.max_suites = max(server.max_suites, len(hello.suites))
+    return later
+
+
+def _curve_hello_without_x25519(sock: socket.socket, wait: float = 5.0) -> bool:
+    """True for a TLS 1.2 hello with few suites whose supported_groups leave out x25519 (29)."""
+    hello = _peek_hello(sock, wait)
+    if hello is None or hello.version != 0x0303 or hello.supported_versions or len(hello.suites) > 20:
+        return False
+    raw = hello.extensions.get(10, b"")  # supported_groups: u16 length, then u16 group codes
+    groups = {int.from_bytes(raw[i:i + 2], "big") for i in range(2, len(raw) - 1, 2)}
+    return bool(groups) and 29 not in groups
+
+
+def _peek_hello(sock: socket.socket, wait: float) -> "ClientHello | None":
+    """The ClientHello waiting on ``sock``, parsed without reading it (None: not one we can parse)."""
+    from smtpaudit.probes.tls import codec
+
+    end = time.monotonic() + wait
+    head = b""
+    while time.monotonic() < end:
+        sock.settimeout(max(0.01, end - time.monotonic()))
+        try:
+            head = sock.recv(16384, socket.MSG_PEEK)
+        except OSError:
+            return None
+        if not head or head[0] != 0x16:
+            return None  # closed, or not a TLS record (an SSLv2 hello): answered as usual
+        if len(head) >= 5 and len(head) >= 5 + int.from_bytes(head[3:5], "big"):
+            break
+        time.sleep(0.01)
+    sock.settimeout(None)
+    try:
+        return codec.parse_client_hello(head)
+    except Exception:  # noqa: BLE001 - not a hello this fake understands: answer it normally
+        return None
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -115,7 +189,11 @@ class _Handler(socketserver.BaseRequestHandler):
                 if verb == b"STARTTLS" and not tls:
                     sock.sendall(b"220 2.0.0 Ready to start TLS\r\n")
                     buf = b""  # RFC 3207: whatever was pipelined after STARTTLS is discarded
-                    if b.kind == "silent_tls" or (b.kind == "picky_tls" and _old_hello(sock)):
+                    if b.kind == "silent_tls" or (b.kind == "picky_tls" and _old_hello(sock)) or (
+                            b.kind == "picky_tls13" and _tls13_only_hello(sock)) or (
+                            b.kind == "picky_features" and _feature_hello(sock)) or (
+                            b.kind == "picky_suites" and _later_suite_hello(self.server, sock)) or (
+                            b.kind == "picky_curves" and _curve_hello_without_x25519(sock)):
                         return _silence(self.server, sock)
                     try:
                         sock = self.server.tls.wrap_socket(sock, server_side=True)
@@ -150,6 +228,8 @@ class _Server(socketserver.ThreadingTCPServer):
         self.tls = tls
         self.connections = 0
         self.silences = 0  # connections on which it went silent
+        self.max_suites = 0  # picky_suites: the biggest TLS 1.2 offer seen
+        self.lock = threading.Lock()
 
 
 class StallingServer:

@@ -9,6 +9,7 @@ import threading
 import dns.flags
 import dns.message
 import dns.rcode
+import dns.rdatatype
 import dns.rrset
 import pytest
 
@@ -97,15 +98,16 @@ def test_dns_failures_are_facts(fake, behaviour, status):
     r = run_probe(DnsDomainProbe(), "domain:example.org", opts)
     assert r.status == "ok", r.error_message
     assert r.facts["dns.mx.lookup_status"] == status
-    assert r.facts["dns.dnssec.domain"] == "indeterminate"
+    assert "dns.dnssec.domain" not in r.facts  # indeterminate: not evaluated, never passed
     if status != "nxdomain":
-        assert r.facts["dns.spf.record_count"] is None
+        assert "dns.spf.record_count" not in r.facts  # no answer: not evaluated, never a pass
     m = run_probe(MtaStsProbe(), "domain:example.org", opts)
-    assert m.status == "ok" and m.facts["mta_sts.policy.fetched"] is None
+    assert m.status == "ok" and m.facts.get("mta_sts.policy.fetched") is None
     h = run_probe(DnsHostProbe(), "mx.example.org", opts)
     assert h.status == "ok" and h.facts["dns.host.addresses"] == []
     d = run_probe(DaneProbe(), "mx.example.org", opts)
-    assert d.status == "ok" and d.facts["dane.tlsa.present"] is False
+    # NXDOMAIN is an answer (no TLSA); anything else leaves it unknown (absent).
+    assert d.status == "ok" and d.facts.get("dane.tlsa.present") is (False if status == "nxdomain" else None)
 
 
 def test_huge_hostile_answers_are_capped(fake):
@@ -129,7 +131,7 @@ def test_unsigned_answers_without_anchor_are_indeterminate(fake):
     srv = fake(answer)
     r = run_probe(DnsDomainProbe(), "domain:example.org", {"resolver": f"127.0.0.1:{srv.port}", "dns_timeout": 0.3})
     # The root has no signed DNSKEY here: the chain cannot be built, which is not "secure".
-    assert r.facts["dns.dnssec.domain"] in ("indeterminate", "bogus")
+    assert r.facts.get("dns.dnssec.domain") in (None, "bogus")  # None: indeterminate, left absent
     assert r.facts["dns.mx.hosts"] == ["mx.example.org"]
 
 
@@ -161,3 +163,26 @@ def test_bad_names_in_spf_never_fail_the_domain_probe():
     assert r.status == "ok", r.error_message
     assert len(r.facts["dns.spf.syntax_errors"]) == 3
     assert r.facts["dns.dmarc.p"] == "reject"  # the rest of the domain audit is intact
+
+
+def test_unanswered_implicit_mx_check_is_no_missing_mx(fake):
+    """No MX (NODATA), and the A/AAAA questions of the implicit-MX check (RFC 5321 5.1) are never
+    answered: whether the domain receives mail at its own address is unknown. dns-mx-missing and
+    dns-mx-implicit are not evaluated (before: hosts [] and implicit false, 'no MX' was a finding)."""
+    from tests.dns.judging import dns_rules
+    from smtpaudit.catalog import load_catalog
+    from smtpaudit.engine.evaluate import judge_all
+
+    def answer(q):
+        if q.question[0].rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+            return None  # silence
+        return dns.message.make_response(q).to_wire()  # NOERROR, empty: NODATA for MX, TXT, ...
+
+    srv = fake(answer)
+    r = run_probe(DnsDomainProbe(), "domain:example.org", {"resolver": f"127.0.0.1:{srv.port}", "dns_timeout": 0.3})
+    assert r.status == "ok" and r.facts["dns.mx.lookup_status"] == "nodata"
+    assert "dns.mx.hosts" not in r.facts and "dns.mx.implicit" not in r.facts
+    fact_probe = {name: spec.probe for name, spec in load_catalog().facts.items()}
+    got = {o.rule_id: str(o.status) for o in judge_all(dns_rules(), {"endpoint.role": "domain", **r.facts},
+                                                       fact_probe=fact_probe, probe_errors={})}
+    assert (got["dns-mx-missing"], got["dns-mx-implicit"]) == ("not_evaluated", "not_evaluated")

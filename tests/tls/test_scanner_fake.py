@@ -241,3 +241,51 @@ def test_a_busy_server_is_retried_soon_and_more_often_than_other_failures(monkey
 
     asyncio.run(TlsScanner(refused, ScanConfig()).hello(b"\x16", label="hello"))
     assert calls == 1 and waits == []
+
+
+def test_connection_lost_mid_enumeration_keeps_the_version_accepted_and_marks_it_cut() -> None:
+    """TLS 1.0 picks two suites, then no connection is had any more (a server refusing us after
+    a few connections): the version was selected, never 'rejected' (before: accepted stayed
+    False, so tls-legacy-protocols passed), and the suite list is marked cut short."""
+    model = FakeTls(versions={0x0301}, suites=[0x002F, 0x0035, 0x000A])
+
+    async def body(s: TlsScanner, served: fakes.Served) -> Any:
+        seen = {"tls10": 0}
+
+        async def connect() -> Any:
+            # Let the first two TLS 1.0 hellos through, then refuse every connection.
+            if seen["tls10"] >= 2:
+                raise ConnectError("connection refused", retryable=False)
+            seen["tls10"] += 1
+            return await served.connect()
+
+        s.connect = connect
+        return await s.scan_legacy("TLSv1.0")
+
+    res = asyncio.run(with_server(model, body))
+    assert res.accepted is True and res.suites == [0x002F, 0x0035]
+    assert res.cut_by == "connect_error"
+
+
+def test_silence_mid_enumeration_marks_the_suite_list_cut() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        model = FakeTls(versions={0x0303}, suites=[0xC030, 0xC02F, 0x009C])
+        raw = await fakes.read_client_hello(reader)
+        from smtpaudit.probes.tls import codec
+
+        if 0xC030 not in codec.parse_client_hello(raw).suites:
+            await asyncio.wait_for(reader.read(1), 5)  # silent once the first pick is taken out
+            return
+        writer.write(model.answer(codec.parse_client_hello(raw)))
+        await writer.drain()
+        await asyncio.wait_for(reader.read(1), 5)
+
+    async def go() -> Any:
+        served = await fakes.serve(handler)
+        try:
+            return await TlsScanner(served.connect, ScanConfig(timeout=1.0)).scan_legacy("TLSv1.2")
+        finally:
+            await served.close()
+
+    res = asyncio.run(go())
+    assert res.accepted is True and res.suites == [0xC030] and res.cut_by == "timeout"

@@ -57,3 +57,19 @@ def test_bare_answers_need_no_retry() -> None:
     f = result.facts
     assert f["smtp.vrfy.domain"] is None and len(f["smtp.vrfy.attempts"]) == 3
     assert f["smtp.vrfy.postmaster.argument"] == "postmaster"
+
+
+def test_421_during_the_qualified_retry_leaves_the_verdict_unknown() -> None:
+    """The bare names got 501 (not in this form) and the qualified retry got 421: neither form
+    was answered, so vrfy-discloses-users is not evaluated (it passed on the 501s before)."""
+    def respond(line: str) -> bytes | None:
+        if line.upper().startswith("VRFY") and "@" in line:
+            return b"421 4.3.2 mail.lab.test closing connection\r\n"
+        return exim_like(line)
+
+    result = run_probe(VrfyProbe(), FakeSmtpServer(script=[Send(b"220 mail.lab.test ESMTP Exim 4.96\r\n")], responder=respond))
+    f = result.facts
+    assert [a["code"] for a in f["smtp.vrfy.attempts"]] == [501, 501, 421]
+    assert "smtp.vrfy.postmaster.code" not in f and "smtp.vrfy.random.code" not in f
+    rules = load_rules([builtin_rules_dir()], {n: spec.type for n, spec in load_catalog().facts.items()})
+    assert judge(rules["vrfy-discloses-users"], f, fact_probe={}, probe_errors={}).status == "not_evaluated"

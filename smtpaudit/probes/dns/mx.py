@@ -25,6 +25,8 @@ class MxSet:
     null: bool = False
     implicit: bool = False
     errors: list[str] = field(default_factory=list)
+    # No MX, and the implicit-MX check (A/AAAA of the domain) got no answer: hosts unknown.
+    unresolved: bool = False
 
 
 def _norm(name: str) -> str:
@@ -63,6 +65,8 @@ async def discover(client: DnsClient, domain: str) -> MxSet:
         if a.ok or aaaa.ok:
             out.implicit = True
             out.hosts = [out.domain]
+        elif a.failed or aaaa.failed:
+            out.unresolved = True
     return out
 
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 # asks no DNS question at all (see ``without_dns``).
 
 MAX_TEXT = 2000  # stored record text is cut to this many characters
+ANSWERED = ("ok", "nxdomain", "nodata")  # lookup statuses that are an answer (the rest: no answer)
 
 
 def domain_of(endpoint: Endpoint) -> str:
@@ -129,7 +130,7 @@ class DnsDomainProbe(_DnsProbe):
 
     async def observe(self, endpoint, ctx, prior, client, facts):
         from smtpaudit.probes.dns import mx
-        from smtpaudit.probes.dns.dnssec import SECURE
+        from smtpaudit.probes.dns.dnssec import INDETERMINATE, SECURE
 
         domain = domain_of(endpoint)
         validator = _validator(client, ctx)
@@ -138,23 +139,36 @@ class DnsDomainProbe(_DnsProbe):
         facts["dns.mx.lookup_status"] = mxset.lookup.status
         facts["dns.mx.records"] = mxset.records
         facts["dns.mx.null"] = mxset.null
-        facts["dns.mx.implicit"] = mxset.implicit
-        facts["dns.mx.hosts"] = mxset.hosts
+        if not mxset.unresolved:
+            # Else no MX and the implicit-MX check got no answer: the hosts (none, or the domain
+            # itself) are unknown, so both facts stay absent and dns-mx-missing is not evaluated.
+            facts["dns.mx.implicit"] = mxset.implicit
+            facts["dns.mx.hosts"] = mxset.hosts
         facts["dns.mx.errors"] = mxset.errors
         addrs = await asyncio.gather(*(mx.addresses(client, h) for h in mxset.hosts))
         facts["dns.mx.addresses"] = {a.host: a.to_json() for a in addrs}
-        facts["dns.mx.hosts_without_address"] = [a.host for a in addrs if not (a.ipv4 or a.ipv6)]
+        bare = [a for a in addrs if not (a.ipv4 or a.ipv6)]
+        # Only an answered question (NXDOMAIN/NODATA) shows a host without address; a timeout may
+        # hide one: then the list is kept only when it already holds a real finding, else absent.
+        without = [a.host for a in bare if a.status in ANSWERED]
+        if without or len(without) == len(bare):
+            facts["dns.mx.hosts_without_address"] = without
         facts["dns.mx.cname_hosts"] = [a.host for a in addrs if a.cname and not mxset.implicit]
         facts["dns.mx.ipv6_hosts"] = [a.host for a in addrs if a.ipv6]
 
         st, why, _zone = await validator.zone_status(domain)
-        facts["dns.dnssec.domain"] = st
+        # "indeterminate" (a lookup without answer, no chain to a trust anchor) proves neither a
+        # signed nor an unsigned zone: the verdict facts stay absent, their rules not evaluated.
+        if st != INDETERMINATE:
+            facts["dns.dnssec.domain"] = st
         facts["dns.dnssec.domain_reason"] = why
         mx_status: dict[str, str] = {}
         for host in mxset.hosts:
             mx_status[host] = (await validator.zone_status(host))[0]
         facts["dns.dnssec.mx_zones"] = mx_status
-        facts["dns.dnssec.mx_not_secure"] = [h for h, s in mx_status.items() if s != SECURE]
+        not_secure = [h for h, s in mx_status.items() if s not in (SECURE, INDETERMINATE)]
+        if not_secure or INDETERMINATE not in mx_status.values():
+            facts["dns.dnssec.mx_not_secure"] = not_secure
         if mxset.lookup.ok:
             facts["dns.dnssec.mx_rrset"] = (await validator.status_of(mxset.lookup))[0]
         else:
@@ -171,7 +185,11 @@ class DnsDomainProbe(_DnsProbe):
         records = _records(lk, spf.is_spf)
         facts["dns.spf.lookup_status"] = _lookup_status(lk, records)
         facts["dns.spf.records"] = _clip(records)
-        facts["dns.spf.record_count"] = len(records) if not lk.failed else None
+        if lk.failed:
+            # No answer (timeout, SERVFAIL): nothing is known about the record. The facts its rules
+            # read stay absent ("not evaluated"); a null count or [] would read as a pass.
+            return
+        facts["dns.spf.record_count"] = len(records)
         if len(records) != 1:
             for k in ("record", "all", "lookups", "void_lookups"):
                 facts[f"dns.spf.{k}"] = None
@@ -198,7 +216,8 @@ class DnsDomainProbe(_DnsProbe):
         records = _records(lk, dmarc.is_dmarc)
         facts["dns.dmarc.lookup_status"] = _lookup_status(lk, records)
         facts["dns.dmarc.records"] = _clip(records)
-        facts["dns.dmarc.record_count"] = len(records) if not lk.failed else None
+        if not lk.failed:
+            facts["dns.dmarc.record_count"] = len(records)
         # The first call parses the Public Suffix List (~40 ms): off the event loop.
         org = await asyncio.to_thread(dmarc.organizational_domain, domain)
         facts["dns.dmarc.org_domain"] = org
@@ -224,6 +243,10 @@ class DnsDomainProbe(_DnsProbe):
                 source, applied = "organizational", org_records
             else:
                 source = "multiple" if org_records else "none"
+        if source is None:
+            # The record (or the organizational domain's) got no answer: the DMARC verdict facts
+            # stay absent ("not evaluated"); nulls would pass dmarc-missing and the rest.
+            return
         facts["dns.dmarc.source"] = source
         d = dmarc.parse(applied[0]) if applied else None
         facts["dns.dmarc.record"] = applied[0][:MAX_TEXT] if d else None
@@ -243,7 +266,11 @@ class DnsDomainProbe(_DnsProbe):
         records = _records(lk, tlsrpt.is_tlsrpt)
         facts["tlsrpt.lookup_status"] = _lookup_status(lk, records)
         facts["tlsrpt.records"] = _clip(records)
-        facts["tlsrpt.record_count"] = len(records) if not lk.failed else None
+        if lk.failed:
+            # No answer (timeout, SERVFAIL): nothing is known about the record. The facts its rules
+            # read stay absent ("not evaluated"); a null count or [] would read as a pass.
+            return
+        facts["tlsrpt.record_count"] = len(records)
         t = tlsrpt.parse(records[0]) if len(records) == 1 else None
         facts["tlsrpt.rua"] = t.rua if t else []
         facts["tlsrpt.syntax_errors"] = t.errors if t else []
@@ -261,7 +288,11 @@ class MtaStsProbe(_DnsProbe):
         records = _records(lk, mtasts.is_sts_txt)
         facts["mta_sts.txt.lookup_status"] = _lookup_status(lk, records)
         facts["mta_sts.txt.records"] = _clip(records)
-        facts["mta_sts.txt.record_count"] = len(records) if not lk.failed else None
+        if lk.failed:
+            # No answer (timeout, SERVFAIL): nothing is known about the record. The facts its rules
+            # read stay absent ("not evaluated"); a null count or [] would read as a pass.
+            return
+        facts["mta_sts.txt.record_count"] = len(records)
         ident, errors = mtasts.parse_txt(records[0]) if len(records) == 1 else (None, [])
         facts["mta_sts.txt.id"] = ident
         facts["mta_sts.txt.errors"] = errors
@@ -328,28 +359,39 @@ class DnsHostProbe(_DnsProbe):
         ptr: dict[str, list[str]] = {}
         missing: list[str] = []
         unconfirmed: list[str] = []
+        # Questions that got no answer (timeout, SERVFAIL) prove neither a record nor its absence:
+        # a list they leave incomplete is kept only when it already holds a finding, else absent.
+        ptr_unknown = a.status not in ANSWERED
+        fcrdns_unknown = ptr_unknown
         for ip in ips:
             lk = await client.query(mx.reverse_name(ip), "PTR")
             names = [r.target.to_text().rstrip(".").lower() for r in lk.rrset] if lk.ok and lk.rrset else []
             ptr[ip] = names[:10]
+            if lk.failed:
+                ptr_unknown = fcrdns_unknown = True
+                continue
             if not names:
                 missing.append(ip)
                 continue
             # FCrDNS: some PTR name resolves back to this very address.
             back = await asyncio.gather(*(mx.addresses(client, n) for n in names[:10]))
             if not any(ip in (b.ipv4 + b.ipv6) for b in back):
-                unconfirmed.append(ip)
+                if any(b.status not in ANSWERED for b in back):
+                    fcrdns_unknown = True  # the name that would confirm it may be the unanswered one
+                else:
+                    unconfirmed.append(ip)
         facts["dns.host.ptr"] = ptr
-        facts["dns.host.ptr_missing"] = missing
-        facts["dns.host.fcrdns_failed"] = unconfirmed
+        if missing or not ptr_unknown:
+            facts["dns.host.ptr_missing"] = missing
+        if unconfirmed or not fcrdns_unknown:
+            facts["dns.host.fcrdns_failed"] = unconfirmed
         names_all = sorted({n for v in ptr.values() for n in v})
         facts["dns.host.ptr_names"] = names_all
         facts["dns.host.ptr_matches_host"] = (host in names_all) if names_all else None
         banner = prior.get("smtp.greeting.hostname") or prior.get("smtp.ehlo.hostname")
-        if isinstance(banner, str) and names_all:
-            facts["dns.host.ptr_matches_banner"] = banner.rstrip(".").lower() in names_all
-        else:
-            facts["dns.host.ptr_matches_banner"] = None
+        matches = banner.rstrip(".").lower() in names_all if isinstance(banner, str) and names_all else None
+        if matches or not ptr_unknown:  # an unanswered PTR may hold the banner's name
+            facts["dns.host.ptr_matches_banner"] = matches
         st, why, zone = await validator.zone_status(host)
         facts["dns.host.zone"] = zone
         facts["dns.host.dnssec"] = st
@@ -386,6 +428,10 @@ class DaneProbe(_DnsProbe):
         records = [dane.record_dict(r.usage, r.selector, r.mtype, r.cert) for r in lk.rrset] if lk.ok and lk.rrset else []
         facts["dane.tlsa.name"] = qname
         facts["dane.tlsa.lookup_status"] = lk.status
+        if lk.failed:
+            # No answer (timeout, SERVFAIL): whether TLSA records exist is unknown, so the DANE
+            # facts rules read stay absent ("not evaluated"); present=False would pass them all.
+            return
         facts["dane.tlsa.records"] = records[:50]
         facts["dane.tlsa.present"] = bool(records)
         facts["dane.tlsa.usages"] = sorted({r["usage"] for r in records})

@@ -84,8 +84,14 @@ class AuthThrottleProbe:
                         f["smtp.auth_throttle.disconnect_after"] = f["smtp.auth_throttle.disconnect_after"] or attempts
                         break
                     except ReplyTimeout:
-                        # No answer within the command timeout: the strongest slowdown there is. The
-                        # reply may still come, so this connection is finished.
+                        if not latencies:
+                            # Not one AUTH answered yet: a server silent to AUTH, not one slowing
+                            # down failures. Nothing observed, so no verdict (fail closed).
+                            await s.client.close()
+                            raise
+                        # No answer within the command timeout after answered failures: the
+                        # strongest slowdown there is. The reply may still come, so this
+                        # connection is finished.
                         attempts += 1
                         latencies.append(time.monotonic() - t0)
                         ended = True

@@ -9,6 +9,11 @@ connection is closed with QUIT.
 Phase 2, rate: after a pause, connect / greeting / QUIT one at a time, up to ``rate_connections``
 (default 20) within ``burst_seconds``; again the first refusal ends it.
 
+A greeting that does not come counts as a refusal only once the server has greeted some
+connection of this probe in time: a server slower than the wait on every connection shows no
+limit. Undecided phases (that, or the time budget spent before the cap) leave their verdict
+absent ("not evaluated"), never null (which a rule would read as a pass).
+
 Both phases back off at the first 421: no retry, no further connection. This probe deliberately
 exceeds the scanner's usual per-host connection limit; that is its purpose.
 """
@@ -88,6 +93,10 @@ class ConnLimitProbe:
                 result.connections += 1
                 client, outcome, code, text, took = await self._greet(endpoint, ctx, transcript, conn)
                 slowest = max(slowest, took)
+                if client is None and outcome == "no_greeting" and not held:
+                    # Not even the first connection was greeted in time: a slow greeter, no limit shown.
+                    f["smtp.connlimit.concurrent_refusal"] = f"{outcome}: the first connection was not greeted in time"
+                    break
                 if client is None:
                     f["smtp.connlimit.concurrent_refused_at"] = len(held) + 1
                     f["smtp.connlimit.concurrent_refusal"] = f"{outcome}: {code or ''} {text or ''}".strip()
@@ -97,7 +106,9 @@ class ConnLimitProbe:
         finally:
             f["smtp.connlimit.concurrent_held"] = len(held)
             refused = f["smtp.connlimit.concurrent_refused_at"] is not None
-            f["smtp.connlimit.concurrent_unlimited"] = False if refused else (True if len(held) >= cap else None)
+            unlimited = False if refused else (True if len(held) >= cap else None)
+            if unlimited is not None:  # undecided (time budget spent, no greeting at all) stays absent: a null would pass
+                f["smtp.connlimit.concurrent_unlimited"] = unlimited
             f["smtp.connlimit.greeting_seconds_max"] = round(slowest, 3)
             await asyncio.gather(*(c.quit() for c in held), return_exceptions=True)
 
@@ -112,6 +123,10 @@ class ConnLimitProbe:
             conn = result.connections
             result.connections += 1
             client, outcome, code, text, _ = await self._greet(endpoint, ctx, transcript, conn)
+            if client is None and outcome == "no_greeting" and not greeted and not f.get("smtp.connlimit.concurrent_held"):
+                # No connection of this probe was ever greeted in time: a slow greeter, no limit shown.
+                f["smtp.connlimit.rate_refusal"] = f"{outcome}: no connection was greeted in time"
+                break
             if client is None:
                 f["smtp.connlimit.rate_refused_at"] = greeted + 1
                 f["smtp.connlimit.rate_refusal"] = f"{outcome}: {code or ''} {text or ''}".strip()
@@ -120,5 +135,7 @@ class ConnLimitProbe:
             await client.quit()
         f["smtp.connlimit.rate_greeted"] = greeted
         refused = f["smtp.connlimit.rate_refused_at"] is not None
-        f["smtp.connlimit.rate_unlimited"] = False if refused else (True if greeted >= cap else None)
+        unlimited = False if refused else (True if greeted >= cap else None)
+        if unlimited is not None:  # undecided stays absent: a null would pass no-connection-rate-limit
+            f["smtp.connlimit.rate_unlimited"] = unlimited
         f["smtp.connlimit.rate_seconds"] = round(time.monotonic() - t0, 2)

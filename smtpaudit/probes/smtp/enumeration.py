@@ -6,14 +6,16 @@ the same domain. Never DATA, never a guessed real name, and only two error repli
 error tarpit is not reached. The verdict is conservative: a difference counts only when
 postmaster got 250/251 and *both* random names got the same permanent "no such user" (550, 551,
 553); a 421, any 4xx, or randoms that disagree make it inconclusive (``null``) instead of a
-finding. If the probe fails part-way, rcpt_differential stays absent ("not evaluated"). VRFY and EXPN are asked by the ``smtp.vrfy`` probe.
+finding. If the probe fails part-way, rcpt_differential stays absent ("not evaluated"); a 421 to
+MAIL or to RCPT TO:<Postmaster> ends it (service_unavailable), so mx-rejects-postmaster is not
+judged on it either. VRFY and EXPN are asked by the ``smtp.vrfy`` probe.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar, Mapping
 
-from smtpaudit.probes.base import ProbeContext, ProbeResult
+from smtpaudit.probes.base import ProbeContext, ProbeResult, ServiceUnavailable
 from smtpaudit.probes.smtp.behaviour import BehaviourProbe, local_domain, random_local_part, session, short
 from smtpaudit.probes.smtp.client import Transcript
 from smtpaudit.targets import Endpoint
@@ -51,6 +53,9 @@ class EnumerationProbe(BehaviourProbe):
         async with session(endpoint, ctx, transcript, result) as s:
             mail = await s.client.command("MAIL FROM:<>")
             f["smtp.enumeration.mail_code"] = mail.code
+            if mail.code == 421:
+                # Closing the channel is no answer: a pass of mx-rejects-postmaster would be drawn from it.
+                raise ServiceUnavailable(f"{endpoint.id}: MAIL FROM:<> answered 421 {short(mail)}")
             if not mail.positive:
                 f["smtp.enumeration.inconclusive_reason"] = f"MAIL FROM:<> refused ({mail.code})"
                 # Inconclusive: the verdict fact stays absent, so the rule is not evaluated (never passed).
@@ -60,8 +65,9 @@ class EnumerationProbe(BehaviourProbe):
             f["smtp.enumeration.postmaster_bare_text"] = short(bare)
             if bare.code == 421:
                 f["smtp.enumeration.inconclusive_reason"] = "421 after RCPT TO:<Postmaster>"
-                # Inconclusive: the verdict fact stays absent, so the rule is not evaluated (never passed).
-                return
+                # No verdict on either rule: the probe ends unfinished, so mx-rejects-postmaster is
+                # not passed on it (rcpt_differential stays absent as well).
+                raise ServiceUnavailable(f"{endpoint.id}: RCPT TO:<Postmaster> answered 421 {short(bare)}")
             if domain is None:
                 f["smtp.enumeration.inconclusive_reason"] = "the server announced no domain name to test"
                 # Inconclusive: the verdict fact stays absent, so the rule is not evaluated (never passed).

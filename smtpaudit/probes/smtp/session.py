@@ -261,6 +261,10 @@ class SessionProbe:
             await client.close()
             return
         f["smtp.starttls.code"] = reply.code
+        if reply.code == 421:
+            # "Closing the channel" answers nothing about STARTTLS: works stays unknown (fail closed).
+            await client.close()
+            raise ServiceUnavailable(f"{client.endpoint.id}: STARTTLS answered 421 {reply.text[:200]}")
         if reply.code != 220:
             f["smtp.starttls.works"] = False
             f["smtp.starttls.error"] = f"STARTTLS answered {reply.code} {reply.text[:200]}"
@@ -281,6 +285,10 @@ class SessionProbe:
             f["smtp.auth.mechanisms_after_tls"] = None
             await client.close()
             return
+        if ehlo.code == 421:
+            # The server leaves before saying what it offers inside TLS: no verdict either way.
+            await client.close()
+            raise ServiceUnavailable(f"{client.endpoint.id}: EHLO after TLS answered 421 {ehlo.text[:200]}")
         f["smtp.starttls.works"] = ehlo.code == 250
         f["smtp.starttls.error"] = None if ehlo.code == 250 else f"EHLO after TLS answered {ehlo.code}"
         caps = parse_ehlo(ehlo) if ehlo.code == 250 else Capabilities()

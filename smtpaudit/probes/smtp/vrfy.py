@@ -72,6 +72,7 @@ class VrfyProbe:
         def record(fact: str, arg: str, answer: tuple[int, str]) -> None:
             f[f"{fact}.argument"], f[f"{fact}.code"], f[f"{fact}.text"] = arg, answer[0], answer[1]
 
+        retrying = False
         try:
             record("smtp.vrfy.postmaster", "postmaster", await ask("VRFY", "postmaster"))
             record("smtp.vrfy.random", random_user, await ask("VRFY", random_user))
@@ -79,6 +80,7 @@ class VrfyProbe:
             # Exim answers "postmaster" (which it qualifies itself) but refuses any other bare name
             # with 501: both answers must be in the same form to mean anything.
             if f["smtp.vrfy.postmaster.code"] in RETRY_QUALIFIED or f["smtp.vrfy.random.code"] in SYNTAX:
+                retrying = True
                 for own, _source in domains[:MAX_DOMAINS]:
                     answer = await ask("VRFY", f"postmaster@{own}")
                     if 200 <= answer[0] < 300:
@@ -87,13 +89,20 @@ class VrfyProbe:
                         record("smtp.vrfy.postmaster", f"postmaster@{own}", answer)
                         record("smtp.vrfy.random", f"{random_user}@{own}", await ask("VRFY", f"{random_user}@{own}"))
                         break
+                retrying = False
             expn_arg = f"postmaster@{domain}" if domain else "postmaster"
             record("smtp.expn.postmaster", expn_arg, await ask("EXPN", expn_arg))
             if not domain and f["smtp.expn.postmaster.code"] in SYNTAX and domains:
                 own = domains[0][0]
                 record("smtp.expn.postmaster", f"postmaster@{own}", await ask("EXPN", f"postmaster@{own}"))
         except _Gone:
-            pass  # the server wants us gone (421): what was answered so far stands
+            # The server wants us gone (421): what was answered so far stands, except a VRFY pair
+            # whose retry it cut: the bare answers were "not in this form" (or the pair is now half
+            # qualified), so they prove nothing and the VRFY verdict stays absent.
+            if retrying:
+                for fact in ("smtp.vrfy.postmaster", "smtp.vrfy.random"):
+                    for part in ("argument", "code", "text"):
+                        f.pop(f"{fact}.{part}", None)
 
 
 class _Gone(Exception):

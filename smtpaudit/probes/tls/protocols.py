@@ -20,7 +20,7 @@ from smtpaudit.probes.smtp.client import Transcript
 from smtpaudit.probes.tls.connect import SmtpTlsConnector, sni_for, starttls_unavailable
 from smtpaudit.probes.tls import handshake, wire
 from smtpaudit.probes.tls.registry import PROTOCOLS, Registry, load_registry
-from smtpaudit.probes.tls.scanner import Confirmation, ProtocolResult, ScanConfig, TlsScanner, suite_class
+from smtpaudit.probes.tls.scanner import CONNECT_ERROR, Confirmation, ProtocolResult, ScanConfig, TlsScanner, suite_class
 from smtpaudit.targets import Endpoint
 
 FACTS = (
@@ -263,6 +263,12 @@ def facts_from_scan(
     return f
 
 
+def _unanswered(errors: list[str], label: str) -> list[str]:
+    """The outcome kinds (wire.TIMEOUT, CONNECT_ERROR) of a group or curve enumeration that ended
+    on a hello without answer, read from its error lines ("<label>: <kind>: ...")."""
+    return [kind for kind in (wire.TIMEOUT, CONNECT_ERROR) if any(e.startswith(f"{label}: {kind}") for e in errors)]
+
+
 def _failure_summary(failures: list[dict[str, Any]], accepted: list[str]) -> str | None:
     """One line for the finding: which versions / suite classes the server picks but cannot finish."""
     if not failures:
@@ -316,12 +322,15 @@ class TlsProtocolsProbe:
             accepted = [p for p in PROTOCOLS if results[p].accepted and protocol_status.get(p) in ("handshake", "inferred")]
             usable = {(p, c) for (p, c), st in suite_status.items() if st in ("handshake", "inferred")}
             tls13_groups: list[int] = []
+            groups_cut: list[str] = []  # group enumerations that ended on a hello without answer
             if "TLSv1.3" in accepted:
                 tls13_groups, errs = await scanner.scan_tls13_groups([c for c in results["TLSv1.3"].suites if ("TLSv1.3", c) in usable])
                 errors += errs
+                groups_cut += _unanswered(errs, "TLS 1.3 groups")
             curves: list[int] = []
             legacy = [p for p in ("TLSv1.2", "TLSv1.1", "TLSv1.0", "SSLv3") if p in accepted and p != "SSLv3"]
             compression: bool | None = None
+            compression_how = ""
             if legacy:
                 best = legacy[0]
                 ecdhe = [
@@ -338,13 +347,19 @@ class TlsProtocolsProbe:
                         best, ecdhe, client_preference=results[best].preference == "client"
                     )
                     errors += errs
-                compression, _ = await scanner.compression(best)
-            fallback, _ = await scanner.fallback_scsv(accepted)
+                    groups_cut += _unanswered(errs, "ECDHE curves")
+                compression, compression_how = await scanner.compression(best)
+            fallback, fallback_how = await scanner.fallback_scsv(accepted)
             result.facts = facts_from_scan(
                 reg, results, tls13_groups=tls13_groups, tls12_curves=curves, compression=compression,
                 fallback=fallback, errors=errors, confirmations=confirmations,
             )
             result.facts["tls.scan.hellos"] = scanner.hellos
+            for fact, how in (("tls.compression", compression_how), ("tls.fallback_scsv", fallback_how)):
+                if result.facts.get(fact) is None and how.startswith((wire.TIMEOUT, CONNECT_ERROR)):
+                    # The hello that decides it got no answer: unknown, so absent (a null would
+                    # read as "no compression" / "protected" and pass the rule).
+                    del result.facts[fact]
             undecided = result.facts["tls.protocols.undetermined"]
             if undecided:
                 result.status = ProbeStatus.ERROR
@@ -364,6 +379,17 @@ class TlsProtocolsProbe:
                     # refused, nothing seen; the hellos left were not sent.
                     result.error_reason = Reason.READ_TIMEOUT
                     result.error_message = f"could not test {', '.join(undecided)}: {connector.silenced}"
+            cut = [p for p in PROTOCOLS if results[p].cut_by]
+            if (cut or groups_cut) and not undecided:
+                # Suites or groups found before a hello went unanswered (or no connection was had)
+                # stand and may prove findings; the rest are unknown, so no rule may pass on the
+                # partial lists.
+                result.status = ProbeStatus.ERROR
+                silent = wire.TIMEOUT in [results[p].cut_by for p in cut] + groups_cut
+                result.error_reason = Reason.READ_TIMEOUT if silent else Reason.CONNECT
+                what = [f"suite enumeration cut short for {', '.join(cut)}"] if cut else []
+                what += ["group enumeration cut short"] if groups_cut else []
+                result.error_message = "; ".join(what) + ": " + "; ".join(errors[:3])
         finally:
             result.connections = scanner.connections
             result.transcript = transcript.lines

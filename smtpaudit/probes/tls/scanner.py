@@ -95,6 +95,10 @@ class ProtocolResult:
     secure_renegotiation: bool | None = None
     errors: list[str] = field(default_factory=list)
     certificates: list[bytes] = field(default_factory=list)
+    # Set when the suite enumeration was cut short after suites were found (wire.TIMEOUT: a hello
+    # went unanswered; CONNECT_ERROR: no connection any more): the suites found stand, the rest
+    # are unknown, so nothing may be concluded from their absence.
+    cut_by: str | None = None
 
 
 @dataclass
@@ -307,6 +311,8 @@ class TlsScanner:
         first = True
         chunks = self._chunks(candidates)
         for chunk in chunks:
+            if res.cut_by:
+                break
             remaining = list(chunk)
             while remaining:
                 spec = make(remaining)
@@ -322,7 +328,10 @@ class TlsScanner:
                     res.errors.append(f"{protocol}: {out.detail}")
                     if not res.suites:
                         res.accepted = None
-                    return
+                        return
+                    # The version was selected (it stays accepted); the suites not yet found are unknown.
+                    res.cut_by = CONNECT_ERROR
+                    break
                 sh = out.server_hello
                 if out.kind != wire.HELLO or sh is None:
                     if out.kind in (wire.TIMEOUT, wire.GARBAGE):
@@ -331,6 +340,8 @@ class TlsScanner:
                         # Silence (twice) is not a refusal: the version stays undecided, so a
                         # server that stalls on SSLv3 hellos does not pass "SSLv3 not accepted".
                         res.accepted = None
+                    elif out.kind == wire.TIMEOUT:
+                        res.cut_by = wire.TIMEOUT  # silence is no "no more suites"
                     break
                 if sh.negotiated_version != version:
                     # The server answered with another version: it does not do this one (with these suites).
