@@ -160,3 +160,35 @@ async def test_busy_greeting_is_not_an_early_talker_refusal() -> None:
     facts, connections = await _early_talker_against([SERVED, b"421 4.7.0 Too many connections\r\n"])
     assert "smtp.limits.early_talker_rejected" not in facts and connections == 2
     assert "attempt 2: 421" in facts["smtp.limits.early_talker_reply"]
+
+
+@async_test
+async def test_early_talker_hung_up_on_without_a_word_is_no_refusal() -> None:
+    facts, connections = await _early_talker_against([b""])
+    assert "smtp.limits.early_talker_rejected" not in facts and connections == 1
+    assert facts["smtp.limits.early_talker_reply"] == "connection closed"
+
+
+@async_test
+async def test_421_to_the_first_error_is_no_error_limit() -> None:
+    """ "Go away" before any error was answered counts nothing: no-error-limit is not passed on it."""
+    async with FakeMta(error_limit=1) as mta:
+        result = await run_probe(LimitsProbe, mta.port, prior=PRIOR)
+    f = result.facts
+    assert "smtp.limits.errors_unlimited" not in f and f["smtp.limits.errors_limit"] is None
+    assert f["smtp.limits.errors_sent"] == 1
+
+
+@async_test
+async def test_recipient_phase_cut_by_its_budget_gives_no_verdict(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Stopped by the time budget before the cap and without a refusal: no-recipient-limit must not
+    fire from the deadline (rcpt_tested goes, so the rule is not evaluated)."""
+    from smtpaudit.probes.smtp import limits
+
+    monkeypatch.setattr(limits, "PHASE_SECONDS", 0.0)
+    async with FakeMta() as mta:
+        result = await run_probe(LimitsProbe, mta.port, prior=PRIOR)
+    f = result.facts
+    assert "smtp.limits.rcpt_tested" not in f and f["smtp.limits.rcpt_limit"] is None
+    assert f["smtp.limits.rcpt_accepted"] == 1
+    assert any("budget" in ln.text for ln in result.transcript)

@@ -104,6 +104,13 @@ class LimitsProbe(BehaviourProbe):
                     elif stop is None:
                         stop = reply
             f["smtp.limits.rcpt_accepted"] = accepted
+            if stop is None and accepted < cap:
+                # Stopped by the phase's time budget before the cap, with no refusal: neither a
+                # limit nor its absence was seen, so the verdict fact goes (no-recipient-limit
+                # would otherwise fire from a deadline).
+                f.pop("smtp.limits.rcpt_tested", None)
+                transcript.add("*", f"recipient test stopped by its {PHASE_SECONDS:g} s budget after {accepted} "
+                                    f"accepted (cap {cap}): no verdict", s.client.conn)
             if stop is not None:
                 f["smtp.limits.rcpt_limit"] = accepted
                 f["smtp.limits.rcpt_stop_code"] = stop.code
@@ -132,17 +139,25 @@ class LimitsProbe(BehaviourProbe):
                     reply = await s.client.command(BAD_COMMAND)
                 except ConnectionClosed:
                     f["smtp.limits.errors_sent"] = i + 1
+                    await s.client.close()
+                    if i == 0:
+                        # Gone before answering any error: a crash or a restart looks the same as a
+                        # limit of none. No verdict (errors_unlimited stays absent).
+                        return
                     f["smtp.limits.errors_limit"] = i  # errors the server answered before it hung up
                     f["smtp.limits.errors_unlimited"] = False
-                    await s.client.close()
                     return
                 latency = time.monotonic() - t0
                 f["smtp.limits.errors_sent"] = i + 1
                 if reply.code == 421:
+                    await s.client.close()
+                    if i == 0:
+                        # 421 to the very first error is "go away" (busy, shutting down), not a count
+                        # of errors allowed: no verdict.
+                        return
                     f["smtp.limits.errors_limit"] = i
                     f["smtp.limits.errors_limit_code"] = 421
                     f["smtp.limits.errors_unlimited"] = False
-                    await s.client.close()
                     return
                 if latency >= base + TARPIT_EXTRA:
                     # The first delayed reply is the tarpit: waiting for more would only cost seconds each.
@@ -223,6 +238,10 @@ class LimitsProbe(BehaviourProbe):
             await client.quit()
         codes = [r.code for r in replies]
         text = _replies_text(replies) or "connection closed"
+        if not codes:
+            # Closed without a word: refusals come with a reply (Postfix 554, Exim 554, postscreen
+            # 521); a bare hang-up could as well be a crash or a connection limit.
+            return EARLY_UNDECIDED, text, delay
         if len(codes) == 2 and codes[0] == 220 and codes[1] is not None and 200 <= codes[1] < 300:
             return EARLY_SERVED, text, delay
         if any(c is not None and 400 <= c < 500 for c in codes):
