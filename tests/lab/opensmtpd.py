@@ -94,10 +94,13 @@ class OpenSMTPDServer(LabServer):
         # waited 5 s for its greeting, 10 s of a 15 s scan: a lab artefact a real server with
         # working DNS does not have. In the namespace the resolver is loopback, where nothing
         # listens: lookups fail at once, and the client is greeted as unknown.
-        resolv = self.run_dir / "resolv.conf"
-        resolv.write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
-        resolv.chmod(0o644)
-        mounts.append((resolv, Path("/etc/resolv.conf")))
+        # Only over an existing file (a dangling systemd-resolved symlink cannot be mounted on;
+        # without the file, lookups go to loopback anyway).
+        if Path("/etc/resolv.conf").resolve().is_file():
+            resolv = self.run_dir / "resolv.conf"
+            resolv.write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+            resolv.chmod(0o644)
+            mounts.append((resolv, Path("/etc/resolv.conf")))
         script = " && ".join(
             f"mount --bind {shlex.quote(str(src))} {shlex.quote(str(dst))}" for src, dst in mounts
         )
