@@ -136,28 +136,20 @@ class LimitsProbe(BehaviourProbe):
                     break
                 t0 = time.monotonic()
                 try:
-                    reply = await s.client.command(BAD_COMMAND)
+                    reply: Reply | None = await s.client.command(BAD_COMMAND)
                 except ConnectionClosed:
-                    f["smtp.limits.errors_sent"] = i + 1
-                    await s.client.close()
-                    if i == 0:
-                        # Gone before answering any error: a crash or a restart looks the same as a
-                        # limit of none. No verdict (errors_unlimited stays absent).
-                        return
-                    f["smtp.limits.errors_limit"] = i  # errors the server answered before it hung up
-                    f["smtp.limits.errors_unlimited"] = False
-                    return
+                    reply = None
                 latency = time.monotonic() - t0
                 f["smtp.limits.errors_sent"] = i + 1
-                if reply.code == 421:
+                if reply is None or reply.code == 421:
+                    # The server hung up or said 421: its error limit, counted in errors it answered.
                     await s.client.close()
-                    if i == 0:
-                        # 421 to the very first error is "go away" (busy, shutting down), not a count
-                        # of errors allowed: no verdict.
-                        return
-                    f["smtp.limits.errors_limit"] = i
-                    f["smtp.limits.errors_limit_code"] = 421
-                    f["smtp.limits.errors_unlimited"] = False
+                    if i > 0:
+                        # Before any error was answered it counts nothing: a crash, a restart or a
+                        # "go away" (busy, shutting down) look the same. No verdict then.
+                        f["smtp.limits.errors_limit"] = i
+                        f["smtp.limits.errors_limit_code"] = None if reply is None else 421
+                        f["smtp.limits.errors_unlimited"] = False
                     return
                 if latency >= base + TARPIT_EXTRA:
                     # The first delayed reply is the tarpit: waiting for more would only cost seconds each.
