@@ -139,11 +139,9 @@ async def open_session(
 
 
 async def _hello(client: SmtpClient) -> Capabilities:
-    reply = await client.ehlo()
+    reply = client.not_closing("EHLO", await client.ehlo())
     if reply.code == 250:
         return parse_ehlo(reply)
-    if reply.code == 421:
-        raise ServiceUnavailable(f"{client.endpoint.id}: EHLO answered 421 {reply.text[:200]}")
     helo = await client.command(f"HELO {client.ctx.ehlo_name}")
     if helo.code != 250:
         raise ProbeError(f"{client.endpoint.id}: neither EHLO nor HELO accepted ({reply.code}, {helo.code})")

@@ -424,6 +424,13 @@ class SmtpClient:
         except OSError:
             pass
 
+    def not_closing(self, what: str, reply: Reply) -> Reply:
+        """``reply``, unless it is 421: a server closing the channel answered nothing that was
+        asked, so no verdict may be drawn from it; the probe ends service_unavailable instead."""
+        if reply.code == 421:
+            raise ServiceUnavailable(f"{self.endpoint.id}: {what} answered 421 {reply.text[:200]}")
+        return reply
+
     async def command(self, line: str, *, shown: str | None = None, timeout: float | None = None) -> Reply:
         self._refuse_given_up()  # not even sent: its reply would not be waited for
         await self.send_line(line, shown=shown)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Mapping
 
-from smtpaudit.probes.base import ProbeContext, ProbeResult, ServiceUnavailable
+from smtpaudit.probes.base import ProbeContext, ProbeResult
 from smtpaudit.probes.smtp.behaviour import BehaviourProbe, local_domain, random_local_part, session, short
 from smtpaudit.probes.smtp.client import Transcript
 from smtpaudit.targets import Endpoint
@@ -53,9 +53,8 @@ class EnumerationProbe(BehaviourProbe):
         async with session(endpoint, ctx, transcript, result) as s:
             mail = await s.client.command("MAIL FROM:<>")
             f["smtp.enumeration.mail_code"] = mail.code
-            if mail.code == 421:
-                # Closing the channel is no answer: a pass of mx-rejects-postmaster would be drawn from it.
-                raise ServiceUnavailable(f"{endpoint.id}: MAIL FROM:<> answered 421 {short(mail)}")
+            # Closing the channel is no answer: a pass of mx-rejects-postmaster would be drawn from it.
+            s.client.not_closing("MAIL FROM:<>", mail)
             if not mail.positive:
                 f["smtp.enumeration.inconclusive_reason"] = f"MAIL FROM:<> refused ({mail.code})"
                 # Inconclusive: the verdict fact stays absent, so the rule is not evaluated (never passed).
@@ -67,7 +66,7 @@ class EnumerationProbe(BehaviourProbe):
                 f["smtp.enumeration.inconclusive_reason"] = "421 after RCPT TO:<Postmaster>"
                 # No verdict on either rule: the probe ends unfinished, so mx-rejects-postmaster is
                 # not passed on it (rcpt_differential stays absent as well).
-                raise ServiceUnavailable(f"{endpoint.id}: RCPT TO:<Postmaster> answered 421 {short(bare)}")
+                s.client.not_closing("RCPT TO:<Postmaster>", bare)
             if domain is None:
                 f["smtp.enumeration.inconclusive_reason"] = "the server announced no domain name to test"
                 # Inconclusive: the verdict fact stays absent, so the rule is not evaluated (never passed).

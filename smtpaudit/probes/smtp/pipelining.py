@@ -40,10 +40,10 @@ class PipeliningProbe:
                         # SilenceWatch steps: the first reply answers EHLO, the second the NOOP after it.
                         client.watch_next("after_ehlo" if replies else "ehlo")
                         replies.append(await client.read_reply(timeout=wait))
-                        if len(replies) == 1 and replies[0].code == 421:
+                        if len(replies) == 1:
                             # EHLO answered "closing the channel": nothing was said about the
                             # pipelined NOOP, so no verdict (a "not accepted" would pass the rule).
-                            raise ServiceUnavailable(f"{endpoint.id}: EHLO answered 421 {short(replies[0])}")
+                            client.not_closing("EHLO", replies[0])
                         if replies[-1].code >= 400:
                             break
                 except ConnectionClosed:

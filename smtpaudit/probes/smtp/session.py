@@ -50,11 +50,9 @@ async def _handshake(client: SmtpClient, result: ProbeResult) -> tuple[Reply, Ca
     result.facts.setdefault("smtp.greeting.seconds", round(time.monotonic() - t0, 3))
     if greeting.code != 220:
         raise ServiceUnavailable(f"{client.endpoint.id}: greeting {greeting.code} {greeting.text[:200]}")
-    reply = await client.ehlo()
+    reply = client.not_closing("EHLO", await client.ehlo())
     if reply.code == 250:
         return greeting, parse_ehlo(reply)
-    if reply.code == 421:
-        raise ServiceUnavailable(f"{client.endpoint.id}: EHLO answered 421 {reply.text[:200]}")
     result.facts["smtp.ehlo.supported"] = False
     helo = await client.command(f"HELO {client.ctx.ehlo_name}")
     if helo.code != 250:
@@ -252,6 +250,13 @@ class SessionProbe:
 
     async def _starttls(self, client: SmtpClient, f: dict[str, Any]) -> None:
         try:
+            await self._upgrade(client, f)
+        except BaseException:
+            await client.close()
+            raise
+
+    async def _upgrade(self, client: SmtpClient, f: dict[str, Any]) -> None:
+        try:
             reply = await client.starttls()
         except TlsHandshakeFailed as exc:
             f["smtp.starttls.code"] = 220
@@ -261,10 +266,7 @@ class SessionProbe:
             await client.close()
             return
         f["smtp.starttls.code"] = reply.code
-        if reply.code == 421:
-            # "Closing the channel" answers nothing about STARTTLS: works stays unknown (fail closed).
-            await client.close()
-            raise ServiceUnavailable(f"{client.endpoint.id}: STARTTLS answered 421 {reply.text[:200]}")
+        client.not_closing("STARTTLS", reply)  # 421: works stays unknown (fail closed)
         if reply.code != 220:
             f["smtp.starttls.works"] = False
             f["smtp.starttls.error"] = f"STARTTLS answered {reply.code} {reply.text[:200]}"
@@ -276,19 +278,14 @@ class SessionProbe:
         try:
             ehlo = await client.ehlo()
         except ReplyTimeout:
-            # Silence after the handshake proves nothing either way: works stays unknown.
-            await client.close()
-            raise
+            raise  # silence after the handshake proves nothing either way: works stays unknown
         except ProbeError as exc:
             f["smtp.starttls.works"] = False
             f["smtp.starttls.error"] = f"no usable SMTP session after the TLS handshake: {exc.message}"
             f["smtp.auth.mechanisms_after_tls"] = None
             await client.close()
             return
-        if ehlo.code == 421:
-            # The server leaves before saying what it offers inside TLS: no verdict either way.
-            await client.close()
-            raise ServiceUnavailable(f"{client.endpoint.id}: EHLO after TLS answered 421 {ehlo.text[:200]}")
+        client.not_closing("EHLO after TLS", ehlo)  # leaving before saying what it offers: no verdict
         f["smtp.starttls.works"] = ehlo.code == 250
         f["smtp.starttls.error"] = None if ehlo.code == 250 else f"EHLO after TLS answered {ehlo.code}"
         caps = parse_ehlo(ehlo) if ehlo.code == 250 else Capabilities()

@@ -21,7 +21,7 @@ import hashlib
 import hmac
 from typing import Any, ClassVar, Mapping
 
-from smtpaudit.probes.base import ProbeContext, ProbeError, ProbeResult, ServiceUnavailable
+from smtpaudit.probes.base import ProbeContext, ProbeError, ProbeResult
 from smtpaudit.probes.smtp.behaviour import BehaviourProbe, Session, relay_domain, session, short
 from smtpaudit.probes.smtp.client import Reply, Transcript
 from smtpaudit.targets import Endpoint, Mode, Role
@@ -58,14 +58,6 @@ async def authenticate(s: Session, mechanism: str, user: str, password: str) -> 
     return reply
 
 
-def _not_closing(endpoint: Endpoint, command: str, reply: Reply) -> Reply:
-    """``reply``, unless it is 421: the server closing the channel refused nothing we asked, so
-    no verdict is drawn from it (a "not accepted" would pass the submission rules)."""
-    if reply.code == 421:
-        raise ServiceUnavailable(f"{endpoint.id}: {command} answered 421 {reply.text[:200]}")
-    return reply
-
-
 class SubmissionProbe(BehaviourProbe):
     name: ClassVar[str] = "smtp.submission"
     intrusive: ClassVar[bool] = False
@@ -94,7 +86,7 @@ class SubmissionProbe(BehaviourProbe):
 
         if endpoint.mode is Mode.STARTTLS:
             async with session(endpoint, ctx, transcript, result) as s:
-                mail = _not_closing(endpoint, "MAIL", await s.client.command(f"MAIL FROM:<{sender}>"))
+                mail = s.client.not_closing("MAIL", await s.client.command(f"MAIL FROM:<{sender}>"))
                 f["smtp.submission.mail_before_tls_code"] = mail.code
                 f["smtp.submission.mail_before_tls_text"] = short(mail)
                 f["smtp.submission.mail_before_tls_accepted"] = mail.positive
@@ -105,11 +97,11 @@ class SubmissionProbe(BehaviourProbe):
 
         async with session(endpoint, ctx, transcript, result, starttls=True) as s:
             f["smtp.submission.unauth_over_tls"] = s.tls
-            mail = _not_closing(endpoint, "MAIL", await s.client.command(f"MAIL FROM:<{sender}>"))
+            mail = s.client.not_closing("MAIL", await s.client.command(f"MAIL FROM:<{sender}>"))
             f["smtp.submission.unauth_mail_code"] = mail.code
             last = mail
             if mail.positive:
-                rcpt = _not_closing(endpoint, "RCPT", await s.client.command(f"RCPT TO:<{recipient}>"))
+                rcpt = s.client.not_closing("RCPT", await s.client.command(f"RCPT TO:<{recipient}>"))
                 f["smtp.submission.unauth_rcpt_code"] = rcpt.code
                 last = rcpt
                 await s.client.command("RSET")

@@ -16,7 +16,7 @@ import time
 from typing import Any, ClassVar, Mapping
 
 from smtpaudit.outcomes import ProbeStatus, Reason
-from smtpaudit.probes.base import ConnectionClosed, ProbeContext, ProbeError, ProbeResult, ServiceUnavailable
+from smtpaudit.probes.base import ConnectionClosed, ProbeContext, ProbeError, ProbeResult
 from smtpaudit.probes.smtp.client import Reply, SmtpClient, Transcript
 from smtpaudit.targets import Endpoint, Mode
 
@@ -67,9 +67,8 @@ class StarttlsInjectionProbe:
         client.watch_next("starttls")
         reply = await client.read_reply()
         f["tls.starttls_injection.starttls_code"] = reply.code
-        if reply.code == 421:
-            # The server leaves: nothing was tested, so no verdict (a null one would pass the rule).
-            raise ServiceUnavailable(f"{client.endpoint.id}: STARTTLS answered 421 {reply.text[:200]}")
+        # The server leaving (421): nothing was tested, so no verdict (a null one would pass the rule).
+        client.not_closing("STARTTLS", reply)
         if reply.code != 220:
             f["tls.starttls_injection.vulnerable"] = None
             f["tls.starttls_injection.evidence"] = f"STARTTLS answered {reply.code}"
