@@ -267,9 +267,7 @@ class DnsDomainProbe(_DnsProbe):
         facts["tlsrpt.lookup_status"] = _lookup_status(lk, records)
         facts["tlsrpt.records"] = _clip(records)
         if lk.failed:
-            # No answer (timeout, SERVFAIL): nothing is known about the record. The facts its rules
-            # read stay absent ("not evaluated"); a null count or [] would read as a pass.
-            return
+            return  # no answer: the facts its rules read stay absent (as for SPF above)
         facts["tlsrpt.record_count"] = len(records)
         t = tlsrpt.parse(records[0]) if len(records) == 1 else None
         facts["tlsrpt.rua"] = t.rua if t else []
@@ -289,9 +287,7 @@ class MtaStsProbe(_DnsProbe):
         facts["mta_sts.txt.lookup_status"] = _lookup_status(lk, records)
         facts["mta_sts.txt.records"] = _clip(records)
         if lk.failed:
-            # No answer (timeout, SERVFAIL): nothing is known about the record. The facts its rules
-            # read stay absent ("not evaluated"); a null count or [] would read as a pass.
-            return
+            return  # no answer: the facts its rules read stay absent (as for SPF above)
         facts["mta_sts.txt.record_count"] = len(records)
         ident, errors = mtasts.parse_txt(records[0]) if len(records) == 1 else (None, [])
         facts["mta_sts.txt.id"] = ident
