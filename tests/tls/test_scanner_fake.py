@@ -86,9 +86,9 @@ def test_tls13_suites_groups_via_hello_retry_request() -> None:
         groups = await s.scan_tls13_groups(res["TLSv1.3"].suites)
         return res, groups
 
-    res, (groups, errors) = asyncio.run(with_server(model, body))
+    res, (groups, errors, cut) = asyncio.run(with_server(model, body))
     assert res["TLSv1.3"].suites == [0x1302, 0x1303, 0x1301] and res["TLSv1.3"].preference == "server"
-    assert groups == [0x11EC, 24, 29] and errors == []
+    assert groups == [0x11EC, 24, 29] and errors == [] and cut is None
     empty_share_hellos = [h for h in model.seen if h.key_share_groups == []]
     assert len(empty_share_hellos) == 4
 
@@ -100,8 +100,8 @@ def test_tls12_curves_and_dh_size() -> None:
         res = await s.scan_protocols(("TLSv1.2",))
         return res, await s.scan_ecdhe_curves("TLSv1.2", [0xC02F])
 
-    res, (curves, errors) = asyncio.run(with_server(model, body))
-    assert curves == [24, 23] and errors == []
+    res, (curves, errors, cut) = asyncio.run(with_server(model, body))
+    assert curves == [24, 23] and errors == [] and cut is None
     assert res["TLSv1.2"].kx[0x009E].dh_bits == 1024
     assert res["TLSv1.2"].kx[0xC02F].curve == 24
 

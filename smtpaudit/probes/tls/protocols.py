@@ -263,12 +263,6 @@ def facts_from_scan(
     return f
 
 
-def _unanswered(errors: list[str], label: str) -> list[str]:
-    """The outcome kinds (wire.TIMEOUT, CONNECT_ERROR) of a group or curve enumeration that ended
-    on a hello without answer, read from its error lines ("<label>: <kind>: ...")."""
-    return [kind for kind in (wire.TIMEOUT, CONNECT_ERROR) if any(e.startswith(f"{label}: {kind}") for e in errors)]
-
-
 def _failure_summary(failures: list[dict[str, Any]], accepted: list[str]) -> str | None:
     """One line for the finding: which versions / suite classes the server picks but cannot finish."""
     if not failures:
@@ -324,9 +318,9 @@ class TlsProtocolsProbe:
             tls13_groups: list[int] = []
             groups_cut: list[str] = []  # group enumerations that ended on a hello without answer
             if "TLSv1.3" in accepted:
-                tls13_groups, errs = await scanner.scan_tls13_groups([c for c in results["TLSv1.3"].suites if ("TLSv1.3", c) in usable])
+                tls13_groups, errs, cut_by = await scanner.scan_tls13_groups([c for c in results["TLSv1.3"].suites if ("TLSv1.3", c) in usable])
                 errors += errs
-                groups_cut += _unanswered(errs, "TLS 1.3 groups")
+                groups_cut += [cut_by] if cut_by else []
             curves: list[int] = []
             legacy = [p for p in ("TLSv1.2", "TLSv1.1", "TLSv1.0", "SSLv3") if p in accepted and p != "SSLv3"]
             compression: bool | None = None
@@ -343,11 +337,11 @@ class TlsProtocolsProbe:
                 if ecdsa and len(ecdsa) < len(ecdhe):
                     ecdhe = [c for c in ecdhe if c not in ecdsa]
                 if ecdhe:
-                    curves, errs = await scanner.scan_ecdhe_curves(
+                    curves, errs, cut_by = await scanner.scan_ecdhe_curves(
                         best, ecdhe, client_preference=results[best].preference == "client"
                     )
                     errors += errs
-                    groups_cut += _unanswered(errs, "ECDHE curves")
+                    groups_cut += [cut_by] if cut_by else []
                 compression, compression_how = await scanner.compression(best)
             fallback, fallback_how = await scanner.fallback_scsv(accepted)
             result.facts = facts_from_scan(

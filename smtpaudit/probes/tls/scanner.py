@@ -418,11 +418,14 @@ class TlsScanner:
 
     # ------------------------------------------------------------------ groups
 
-    async def scan_tls13_groups(self, suites: list[int]) -> tuple[list[int], list[str]]:
-        """Groups a TLS 1.3 server accepts, in the order it picks them (empty key_share -> HRR)."""
+    async def scan_tls13_groups(self, suites: list[int]) -> tuple[list[int], list[str], str | None]:
+        """Groups a TLS 1.3 server accepts, in the order it picks them (empty key_share -> HRR),
+        the errors, and the outcome kind (wire.TIMEOUT, CONNECT_ERROR) of a hello without answer
+        that ended the enumeration early, else None."""
         candidates = _prefer([g.code for g in self.reg.groups if g.tls13], (0x11EC, 29, 23, 24, 25, 30))
         found: list[int] = []
         errors: list[str] = []
+        cut: str | None = None
         while candidates:
             spec = self.tls13_spec(suites, groups=candidates, shares=())
             out = await self.hello(codec.build_client_hello(spec), label=f"ClientHello TLSv1.3 (empty key_share, {len(candidates)} groups)")
@@ -430,6 +433,7 @@ class TlsScanner:
             if out.kind != wire.HELLO or sh is None:
                 if out.kind not in wire.REJECTIONS:
                     errors.append(f"TLS 1.3 groups: {out.describe()}")
+                    cut = _unanswered(out)
                 break
             group = sh.selected_group
             if sh.negotiated_version != 0x0304 or group is None or group not in candidates:
@@ -437,12 +441,13 @@ class TlsScanner:
                 break
             found.append(group)
             candidates.remove(group)
-        return found, errors
+        return found, errors, cut
 
     async def scan_ecdhe_curves(
         self, protocol: str, ecdhe_suites: list[int], *, client_preference: bool = False
-    ) -> tuple[list[int], list[str]]:
-        """Curves a TLS <= 1.2 server uses for ECDHE, read from its ServerKeyExchange.
+    ) -> tuple[list[int], list[str], str | None]:
+        """Curves a TLS <= 1.2 server uses for ECDHE, read from its ServerKeyExchange; with the
+        errors and, as for groups, the kind of an unanswered hello that ended it early.
 
         RFC 8422 5.1: the client's supported_groups also bound the curve of an ECDSA
         certificate, so a server with a P-256 key refuses every hello without P-256 once that
@@ -455,6 +460,7 @@ class TlsScanner:
         candidates = _prefer([g.code for g in self.reg.groups if g.kind == "ec" and g.code <= 30], (29, 23, 24, 25, 30))
         found: list[int] = []
         errors: list[str] = []
+        cut: str | None = None
         companion: list[int] = []
 
         async def offer(groups: list[int]) -> wire.HelloOutcome:
@@ -466,6 +472,7 @@ class TlsScanner:
             if out.kind != wire.HELLO or out.server_hello is None:
                 if out.kind not in wire.REJECTIONS:
                     errors.append(f"ECDHE curves: {out.describe()}")
+                    cut = _unanswered(out)
                     break
                 if companion or not found or not ecdsa_only:
                     break
@@ -504,7 +511,7 @@ class TlsScanner:
                 break
             found.append(ske.curve)
             candidates.remove(ske.curve)
-        return found, errors
+        return found, errors, cut
 
     # ------------------------------------------------------------------ features
 
@@ -600,6 +607,11 @@ class TlsScanner:
 
         await asyncio.gather(*(one(c) for c in plan))
         return plan
+
+
+def _unanswered(out: wire.HelloOutcome) -> str | None:
+    """The outcome kind when a hello got no answer (silence, or no connection), else None."""
+    return out.kind if out.kind in (wire.TIMEOUT, CONNECT_ERROR) else None
 
 
 def _prefer(codes: list[int], first: tuple[int, ...]) -> list[int]:
